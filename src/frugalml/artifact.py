@@ -146,6 +146,20 @@ def _load_fp32(directory: Path, info: dict) -> nn.Module:
 
 
 LOADERS: dict[str, Callable[[Path, dict], nn.Module]] = {"torch-fp32": _load_fp32}
+# savers take (model, directory, spec, meta); techniques with their own formats register here
+SAVERS: dict[str, Callable[[nn.Module, Path, dict, dict], Path]] = {}
+
+
+def save_any(model: nn.Module, directory: str | Path, spec: dict, meta: dict | None = None) -> Path:
+    """Save with the saver registered for `meta["format"]` (default: dense safetensors)."""
+    meta = dict(meta or {})
+    fmt = meta.get("format", "torch-fp32")
+    if fmt == "torch-fp32":
+        meta.pop("format", None)
+        return save(model, directory, spec, meta)
+    if fmt not in SAVERS:
+        raise ArtifactError(f"no saver registered for artifact format {fmt!r}; known: torch-fp32, {', '.join(SAVERS)}")
+    return SAVERS[fmt](model, Path(directory), spec, meta)
 
 
 def load(directory: str | Path) -> nn.Module:

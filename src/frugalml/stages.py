@@ -24,6 +24,7 @@ class StageConfig(Config):
 
     kind: str
     name: str | None = None  # defaults to the kind (made unique by the recipe loader)
+    parent: str | None = None  # the stage whose model this one starts from; default: the previous one
 
 
 @dataclass

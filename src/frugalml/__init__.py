@@ -1,0 +1,46 @@
+"""frugalml: make neural networks cheaper, and prove it with honest measurements.
+
+The same typed configs drive YAML recipes and Python:
+
+    import frugalml
+    model = frugalml.load("runs/default/stages/baseline")
+    data = frugalml.load_data("digits")
+    metrics = frugalml.measure(model, data)
+
+Attributes are imported lazily so `frugal --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load": "frugalml.artifact",
+    "save": "frugalml.artifact",
+    "load_data": "frugalml.data",
+    "DataConfig": "frugalml.data",
+    "build_model": "frugalml.models",
+    "list_models": "frugalml.models",
+    "ModelConfig": "frugalml.models",
+    "Trainer": "frugalml.train",
+    "TrainConfig": "frugalml.train",
+    "measure": "frugalml.measure",
+    "MeasureConfig": "frugalml.measure",
+    "prune": "frugalml.compress.prune",
+    "PruneStage": "frugalml.compress.prune",
+    "quantize": "frugalml.compress.quantize",
+    "QuantizeStage": "frugalml.compress.quantize",
+    "load_recipe": "frugalml.recipe",
+    "run_recipe": "frugalml.pipeline",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'frugalml' has no attribute {name!r}")

@@ -1,0 +1,195 @@
+"""`frugal` command line: one function per subcommand, no logic beyond parsing and calling the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from frugalml.errors import FrugalError
+
+EPILOG = "Every number in a report is measured on this machine; see BENCHMARKS.md for the methods."
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    log = logging.getLogger("frugalml")
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if sys.stderr.isatty():
+        handler: logging.Handler = RichHandler(show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from frugalml.pipeline import run_recipe
+    from frugalml.recipe import load_recipe
+
+    recipe, source = load_recipe(args.recipe, args.set)
+    out = Path(args.out) if args.out else Path("runs") / recipe.name
+    results = run_recipe(recipe, out, resume=args.resume, force=args.force, source=source)
+    for st in results["stages"]:
+        m = st["metrics"]
+        b64 = (m.get("latency_ms") or {}).get("b64", {}).get("median")
+        print(f"{st['name']:<16} accuracy {100 * (m.get('accuracy') or 0):6.2f}%  params {m.get('params')}"
+              f"  b64 {b64:.3f} ms" if b64 is not None else f"{st['name']}")
+    print(f"report: {out / 'report.html'}  (also report.md, results.json)")
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from frugalml import artifact
+    from frugalml.data import DataConfig, load_data
+    from frugalml.measure import MeasureConfig
+    from frugalml.pipeline import measure_stage
+
+    model = artifact.load(args.artifact)
+    data = load_data(DataConfig(name=args.data, root=args.root))
+    cfg = MeasureConfig(threads=args.threads) if args.threads else MeasureConfig()
+    metrics = measure_stage(model, data, cfg, Path(args.artifact))
+    text = json.dumps(metrics, indent=2, default=str)
+    if args.out:
+        from frugalml._io import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
+        print(f"metrics written to {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from frugalml.models import list_models
+
+    for name in list_models():
+        print(name)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from frugalml.data import list_datasets
+
+    for name, desc in list_datasets():
+        print(f"{name:<16} {desc}")
+    return 0
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    from frugalml.recipe import load_stage_modules
+    from frugalml.stages import STAGES
+
+    load_stage_modules()
+    for kind, (cls, _) in STAGES.items():
+        fields = ", ".join(f for f in cls.model_fields if f not in ("kind", "name", "parent"))
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{kind:<10} {doc}\n{'':<10} options: {fields}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from frugalml.report import load_results, write_reports
+
+    runs = [(Path(d).name, load_results(d)) for d in args.run_dirs]
+    if len(runs) == 1 and not args.out:
+        paths = write_reports(args.run_dirs[0], runs[0][1])
+    else:
+        paths = write_reports(args.out or "runs/comparison", runs)
+    print(f"report: {paths['html']}  (also {paths['md']})")
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    from frugalml.compress.prune import run_sensitivity
+    from frugalml.data import DataConfig
+
+    ratios = [float(r) for r in args.ratios.split(",")]
+    out = run_sensitivity(args.artifact, DataConfig(name=args.data, root=args.root),
+                          Path(args.out or Path(args.artifact) / "sensitivity"), ratios)
+    print(f"sensitivity table and plot: {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from frugalml.data import DataConfig, load_data
+    from frugalml.export import export
+
+    data = load_data(DataConfig(name=args.data, root=args.root)) if args.data else None
+    rep = export(args.artifact, args.format, out=args.out, data=data)
+    print(f"exported {rep.path}: max abs difference {rep.max_abs_diff:.3g}, top-1 agreement {100 * rep.top1_agreement:.2f}%")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="frugal", description="Make neural networks cheaper, and measure it honestly.", epilog=EPILOG
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a recipe (no RECIPE: the built-in default on digits)",
+                       description="Train/load a model, apply the recipe's stages, measure each stage the same "
+                       "way, and write results.json, report.md, report.html and one artifact per stage.")
+    r.add_argument("recipe", nargs="?", help="recipe YAML file; omitted: the built-in default on 'digits'")
+    r.add_argument("--out", help="run directory (default: runs/<recipe name>)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a recipe value, e.g. --set train.epochs=3 --set stages.1.ratio=0.5")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    r.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    r.set_defaults(fn=cmd_run)
+
+    m = sub.add_parser("measure", help="measure a saved artifact on a dataset")
+    m.add_argument("artifact", help="artifact directory (e.g. runs/default/stages/baseline)")
+    m.add_argument("--data", required=True, help="dataset spec: digits, fashion-mnist, idx:DIR, folder:DIR, synthetic")
+    m.add_argument("--root", help="dataset directory for fashion-mnist")
+    m.add_argument("--threads", type=int, help="threads for latency (default: all cores)")
+    m.add_argument("--out", help="write the metrics JSON here instead of stdout")
+    m.set_defaults(fn=cmd_measure)
+
+    sub.add_parser("models", help="list the model zoo").set_defaults(fn=cmd_models)
+    sub.add_parser("datasets", help="list dataset specs").set_defaults(fn=cmd_datasets)
+    sub.add_parser("stages", help="list stage kinds and their options").set_defaults(fn=cmd_stages)
+
+    rp = sub.add_parser("report", help="re-render reports; several runs side by side")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", help="directory for a comparison report (default: runs/comparison for several runs)")
+    rp.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("sensitivity", help="per-layer pruning sensitivity table and plot")
+    s.add_argument("artifact")
+    s.add_argument("--data", required=True, help="dataset spec")
+    s.add_argument("--root", help="dataset directory for fashion-mnist")
+    s.add_argument("--ratios", default="0.25,0.5,0.75", help="comma-separated pruning ratios")
+    s.add_argument("--out", help="output directory (default: ARTIFACT/sensitivity)")
+    s.set_defaults(fn=cmd_sensitivity)
+
+    e = sub.add_parser("export", help="export an artifact to ONNX or a torch.export .pt2 and check it")
+    e.add_argument("artifact")
+    e.add_argument("--format", required=True, choices=["onnx", "pt2"])
+    e.add_argument("--out", help="output file (default: next to the artifact)")
+    e.add_argument("--data", help="dataset spec for the check batch (default: the artifact's input shape, random)")
+    e.add_argument("--root", help="dataset directory for fashion-mnist")
+    e.set_defaults(fn=cmd_export)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.fn(args)
+    except FrugalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; continue with `frugal run ... --resume`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""`ModelConfig`: the `model:` section of a recipe, turned into a ModelSpec for artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import field_validator, model_validator
+
+from frugalml.config import Config
+from frugalml.models._activations import activation_names
+from frugalml.models._registry import MODELS, factory_options
+
+
+class ModelConfig(Config):
+    name: str = "cnn"  # a zoo name (`frugal ls models`) or 'package.module:factory'
+    activation: str = "relu"
+    kwargs: dict[str, Any] = {}  # family options, e.g. {"width": 16, "depth": 2}
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, v: str) -> str:
+        if v not in activation_names():
+            raise ValueError(f"unknown activation {v!r}; allowed: {', '.join(activation_names())}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if ":" not in v and v not in MODELS:
+            raise ValueError(
+                f"unknown model {v!r}; allowed: {', '.join(MODELS.names())} or 'package.module:factory'"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _known_options(self) -> ModelConfig:
+        if "activation" in self.kwargs:
+            raise ValueError("set the activation with model.activation, not inside model.kwargs")
+        if ":" not in self.name:  # user factories are checked when imported, at build time
+            options, var_kw = factory_options(MODELS.get(self.name))
+            unknown = sorted(set(self.kwargs) - set(options))
+            if unknown and not var_kw:
+                allowed = ", ".join(f"{k}={v!r}" for k, v in options.items() if k != "activation")
+                raise ValueError(
+                    f"model {self.name!r}: unknown option(s) {', '.join(unknown)}; allowed: {allowed}"
+                )
+        return self
+
+    def spec(self, input_shape: tuple[int, int, int] | list[int], num_classes: int) -> dict:
+        """The ModelSpec: everything `build_model` needs to rebuild this model."""
+        return {
+            "name": self.name,
+            "kwargs": {**self.kwargs, "activation": self.activation},
+            "input_shape": [int(s) for s in input_shape],
+            "num_classes": int(num_classes),
+        }

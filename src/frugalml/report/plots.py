@@ -1,0 +1,51 @@
+"""Accuracy-vs-latency and accuracy-vs-size plots with the Pareto front marked (matplotlib, PNG)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from frugalml.report.compare import lat, pareto_front  # noqa: E402
+
+AXES = {
+    "latency": ("latency at batch 64, median (ms)", lambda m: lat(m, "b64")),
+    "size": ("artifact size, compressed (KiB)", lambda m: (m.get("compressed_bytes") or 0) / 1024 or None),
+}
+
+
+def pareto_plot(runs: list[tuple[str, list[dict]]], axis: str) -> bytes:
+    """PNG bytes. `runs` is [(run label, stages)], several runs are drawn in one figure."""
+    label, getter = AXES[axis]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    pts, names = [], []
+    for run_label, stages in runs:
+        xs, ys = [], []
+        for st in stages:
+            x, y = getter(st["metrics"]), st["metrics"].get("accuracy")
+            if x is None or y is None:
+                continue
+            xs.append(x)
+            ys.append(100 * y)
+            name = st["name"] if len(runs) == 1 else f"{run_label}/{st['name']}"
+            pts.append((x, 100 * y))
+            names.append(name)
+            ax.annotate(name, (x, 100 * y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.scatter(xs, ys, label=run_label if len(runs) > 1 else None, zorder=3)
+    front = sorted((pts[i] for i in pareto_front(pts)), key=lambda p: p[0])
+    if front:
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red",
+                linestyle="--", linewidth=1, label="Pareto front", zorder=2)
+    ax.set_xlabel(label)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,50 @@
+"""TrainConfig: every knob of the one training loop, validated where it is declared."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from frugalml.config import Config
+from frugalml.data.augment import AugmentConfig
+
+
+class TrainConfig(Config):
+    """How to train a model. The same class is the Python API and the recipe's `train:` section."""
+
+    epochs: int = Field(10, ge=0, description="passes over the training split; 0 = no training")
+    batch_size: int = Field(128, ge=1, description="micro-batch size; effective batch = batch_size * grad_accum")
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0, description="peak learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adamw)")
+    nesterov: bool = Field(True, description="Nesterov momentum for SGD; off when momentum is 0")
+    weight_decay: float = Field(5e-4, ge=0, description="decoupled for adamw; never applied to biases/norms")
+    schedule: Literal["onecycle", "cosine", "constant"] = Field(
+        "onecycle", description="learning-rate curve, stepped once per optimizer step"
+    )
+    warmup_epochs: float = Field(
+        0.0, ge=0, description="linear warmup length (for onecycle: the rise phase; default 30% of the run)"
+    )
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
+    grad_accum: int = Field(1, ge=1, description="micro-batches accumulated per optimizer step")
+    bf16: bool = Field(False, description="bfloat16 autocast for forward and loss")
+    early_stopping: int | None = Field(
+        None, ge=1, description="patience in epochs without val-accuracy gain; best weights are restored"
+    )
+    augment: AugmentConfig | None = None
+    seed: int | None = Field(None, description="seed for init-free randomness (shuffle, augment, dropout)")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainConfig:
+        if self.epochs > 0 and self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) is longer than epochs ({self.epochs})")
+        return self
+
+    def fingerprint(self) -> str:
+        """Stable hash of every field; a checkpoint only resumes under the same fingerprint."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

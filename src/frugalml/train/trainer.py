@@ -1,0 +1,379 @@
+"""The one training loop. Distillation, semi-supervised learning, QAT, pruning schedules and
+distributed training plug into it through three extension points instead of copying it:
+
+- loss_terms:       `(model, x, y, logits) -> scalar` added to the cross-entropy;
+- batch_transforms: `(x, y) -> (x, y)` applied to every training micro-batch (after `cfg.augment`);
+- callbacks:        objects with any of `on_train_start(trainer)`, `on_step_end(trainer, step, loss)`,
+                    `on_epoch_end(trainer, epoch, metrics)`, `on_train_end(trainer)`; they may read
+                    trainer.model/.optimizer/.epoch/.step/.cfg and set `trainer.stop = True`.
+                    on_train_start runs before the optimizer is built, so it may swap modules
+                    (QAT prepare, a DDP wrapper) by assigning trainer.model.
+
+Transforms and callbacks that have `state_dict()`/`load_state_dict()` are checkpointed with the run.
+Subclasses may override `forward(x)` (the model call) and `epoch_indices()` (shuffling/sharding).
+Epochs are counted from 1; `trainer.epoch` is the epoch in progress, `trainer.step` counts optimizer steps.
+`fit()` seeds the global torch/python/numpy RNGs with the run seed (dropout draws from them) and
+checkpoints their states, so an interrupted run resumes bit-identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from frugalml.data.augment import make_augment
+from frugalml.data.bundle import DataBundle
+from frugalml.errors import ArtifactError, ConfigError, DataError
+from frugalml.train import checkpoint as ckpt
+from frugalml.train.config import TrainConfig
+from frugalml.train.evaluate import evaluate
+from frugalml.train.optim import build_optimizer, build_scheduler
+from frugalml.train.progress import EpochBar, epoch_bar
+
+LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # one dict per epoch (see Trainer._end_epoch)
+    best_val_accuracy: float | None = None
+    epochs_run: int = 0
+    stopped_early: bool = False
+    best_epoch: int | None = None
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DataBundle,
+        cfg: TrainConfig,
+        *,
+        loss_terms: Sequence[LossTerm] = (),
+        batch_transforms: Sequence[BatchTransform] = (),
+        callbacks: Sequence[Any] = (),
+        checkpoint_dir: str | Path | None = None,
+        log: logging.Logger | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.model, self.data, self.cfg = model, data, cfg
+        self.seed = int(cfg.seed if cfg.seed is not None else getattr(data, "seed", 0))
+        self.augment = None
+        if cfg.augment is not None and cfg.augment.active:
+            black = (0.0 - data.mean) / data.std  # a raw black pixel, normalized: crop borders look like background
+            self.augment = make_augment(cfg.augment, self.seed + 1, fill=black)
+        self.loss_terms = list(loss_terms)
+        self.batch_transforms = ([self.augment] if self.augment else []) + list(batch_transforms)
+        self.callbacks = list(callbacks)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.log = log or logging.getLogger("frugalml.train")
+        self.progress = progress
+        self.generator = torch.Generator()  # shuffling only; augmentation has its own
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.epoch = 0
+        self.step = 0
+        self.stop = False
+        self.stopped_early = False
+        self.history: list[dict] = []
+        self.best_val_accuracy: float | None = None
+        self.best_epoch: int | None = None
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._bad_epochs = 0
+
+    # --- overridable pieces -----------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def epoch_indices(self) -> torch.Tensor:
+        """Order of training samples for this epoch. Override together with `samples_per_epoch` to
+        shard for distributed training (the lr schedule is sized from `samples_per_epoch`)."""
+        return torch.randperm(len(self.data.y_train), generator=self.generator)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return len(self.data.y_train)
+
+    # --- public API ---------------------------------------------------------------------------------------
+
+    @property
+    def micro_batches_per_epoch(self) -> int:
+        return len(self._micro_batches(self.samples_per_epoch))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.micro_batches_per_epoch / self.cfg.grad_accum)
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg, data = self.cfg, self.data
+        if resume and self.checkpoint_dir is None:
+            raise ConfigError("resume=True needs a checkpoint_dir to resume from")
+        if cfg.epochs > 0 and len(data.y_train) == 0:
+            raise DataError(f"dataset {data.name!r} has no training samples")
+        if cfg.early_stopping and len(data.y_val) == 0:
+            raise ConfigError(
+                f"train.early_stopping needs a validation split, but dataset {data.name!r} has none"
+            )
+        self._reset()
+        self._seed_everything()
+        self._call("on_train_start")
+        if cfg.epochs > 0:
+            self.optimizer = build_optimizer(self.model, cfg)
+            self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        if self.checkpoint_dir is not None:
+            if resume and ckpt.has_checkpoint(self.checkpoint_dir):
+                self._load_checkpoint()
+                self.log.info("resumed from %s after epoch %d", self.checkpoint_dir, self.epoch)
+            else:
+                ckpt.discard_checkpoint(self.checkpoint_dir)
+        with epoch_bar(self.progress) as bar:
+            while self.epoch < cfg.epochs and not self.stop:
+                self.epoch += 1
+                t0 = time.perf_counter()
+                self._end_epoch(self._run_epoch(bar), t0)
+        if cfg.early_stopping and self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        self._call("on_train_end")
+        return TrainResult(
+            history=list(self.history),
+            best_val_accuracy=self.best_val_accuracy,
+            epochs_run=len(self.history),
+            stopped_early=self.stopped_early,
+            best_epoch=self.best_epoch,
+        )
+
+    def rebuild_optimizer(self) -> None:
+        """For callbacks that change parameter shapes (structured pruning): fresh optimizer state,
+        same position on the learning-rate curve."""
+        assert self.scheduler is not None
+        sched_state = self.scheduler.state_dict()
+        self.optimizer = build_optimizer(self.model, self.cfg)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.steps_per_epoch)
+        self.scheduler.load_state_dict(sched_state)
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = lr
+
+    # --- the loop -----------------------------------------------------------------------------------------
+
+    def _micro_batches(self, n: int) -> list[tuple[int, int]]:
+        bs = self.cfg.batch_size
+        bounds = [(s, min(s + bs, n)) for s in range(0, n, bs)]
+        if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+            bounds.pop()  # BatchNorm cannot train on a batch of one sample
+        return bounds
+
+    def _run_epoch(self, bar: EpochBar) -> dict:
+        cfg, model = self.cfg, self.model
+        assert self.optimizer is not None and self.scheduler is not None
+        model.train()
+        device = next(model.parameters()).device
+        perm = self.epoch_indices()
+        bounds = self._micro_batches(len(perm))
+        groups = [bounds[i : i + cfg.grad_accum] for i in range(0, len(bounds), cfg.grad_accum)]
+        bar.start(self.epoch, cfg.epochs, len(bounds))
+        loss_sum, seen, correct, counted, lr = 0.0, 0, 0, 0, self.optimizer.param_groups[0]["lr"]
+        for group in groups:
+            group_n = sum(e - s for s, e in group)
+            self.optimizer.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for s, e in group:
+                x, y = self.data.x_train[perm[s:e]], self.data.y_train[perm[s:e]]
+                for transform in self.batch_transforms:
+                    x, y = transform(x, y)
+                x, y = x.to(device), y.to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                    logits = self.forward(x)
+                    loss = self._loss(x, y, logits)
+                # weight by size so accumulated micro-batches equal one big batch, ragged tail included
+                weight = (e - s) / group_n
+                (loss * weight).backward()
+                value = float(loss.detach())
+                step_loss += value * weight
+                loss_sum, seen = loss_sum + value * (e - s), seen + (e - s)
+                hit, count = _hits(logits.detach(), y)
+                correct, counted = correct + hit, counted + count
+                bar.advance(loss_sum / seen, correct / max(counted, 1))
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            self._call("on_step_end", self.step, step_loss)
+            if self.stop:
+                break
+        return {
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / counted if counted else None,
+            "lr": lr,
+        }
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        # float32 loss even under bf16 autocast; soft (N, C) targets and ignore_index=-100 both work
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.cfg.label_smoothing)
+        for term in self.loss_terms:
+            loss = loss + term(self.model, x, y, logits)
+        return loss
+
+    def _end_epoch(self, train: dict, t0: float) -> None:
+        val = evaluate(self.model, self.data.x_val, self.data.y_val) if len(self.data.y_val) else None
+        metrics = {
+            "epoch": self.epoch,
+            "train_loss": train["train_loss"],
+            "train_accuracy": train["train_accuracy"],
+            "val_accuracy": val,
+            "lr": train["lr"],  # the lr of the epoch's last optimizer step
+            "steps": self.step,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        self._call("on_epoch_end", self.epoch, metrics)
+        improved = val is not None and (self.best_val_accuracy is None or val > self.best_val_accuracy)
+        if improved:
+            self.best_val_accuracy, self.best_epoch, self._bad_epochs = val, self.epoch, 0
+            if self.cfg.early_stopping:
+                self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        elif val is not None:
+            self._bad_epochs += 1
+            if self.cfg.early_stopping and self._bad_epochs >= self.cfg.early_stopping:
+                self.stop = self.stopped_early = True
+        self.history.append(metrics)
+        if self.checkpoint_dir is not None:
+            self._save_checkpoint(write_best=improved and self._best_state is not None)
+        self.log.info(_epoch_line(metrics, self.cfg.epochs))
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self, *args)
+
+    def _seed_everything(self) -> None:
+        # the model is already initialized; these seeds drive dropout, shuffling and augmentation
+        torch.manual_seed(self.seed)
+        random.seed(self.seed)
+        np.random.seed(self.seed % 2**32)
+        self.generator.manual_seed(self.seed)
+        if self.augment is not None:
+            self.augment.generator.manual_seed(self.seed + 1)
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+
+    def _stateful(self) -> list[tuple[str, Any]]:
+        named = [(f"transform{i}", t) for i, t in enumerate(self.batch_transforms)]
+        named += [(f"callback{i}", c) for i, c in enumerate(self.callbacks)]
+        return [(n, o) for n, o in named if hasattr(o, "state_dict") and hasattr(o, "load_state_dict")]
+
+    def _model_signature(self) -> str:
+        shapes = [[k, list(v.shape), str(v.dtype)] for k, v in self.model.state_dict().items()]
+        return hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16]
+
+    def _save_checkpoint(self, write_best: bool) -> None:
+        assert self.checkpoint_dir is not None and self.optimizer is not None and self.scheduler is not None
+        tensors, opt_meta = ckpt.flatten_optimizer(self.optimizer)
+        rng_tensors, rng_meta = ckpt.capture_rng({"shuffle": self.generator})
+        tensors.update(rng_tensors)
+        ext_meta: dict[str, dict] = {}
+        for name, obj in self._stateful():
+            for key, val in obj.state_dict().items():
+                if isinstance(val, torch.Tensor):
+                    tensors[f"ext.{name}.{key}"] = val.detach().clone()
+                else:
+                    ext_meta.setdefault(name, {})[key] = val
+        state = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "stop": self.stop,
+            "stopped_early": self.stopped_early,
+            "config_hash": self.cfg.fingerprint(),
+            "config": self.cfg.to_dict(),
+            "model": self._model_signature(),
+            "data": self.data.describe(),
+            "scheduler": self.scheduler.state_dict(),
+            "optimizer": opt_meta,
+            "rng": rng_meta,
+            "extensions": ext_meta,
+            "history": self.history,
+            "best_val_accuracy": self.best_val_accuracy,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self._bad_epochs,
+        }
+        # clones: safetensors refuses tensors that share storage (tied weights)
+        files = {
+            ckpt.WEIGHTS: (self.epoch, {k: v.detach().clone() for k, v in self.model.state_dict().items()}),
+            ckpt.OPTIMIZER: (self.epoch, tensors),
+        }
+        if write_best:
+            files[ckpt.BEST] = (self.epoch, self._best_state)
+        ckpt.write_checkpoint(self.checkpoint_dir, state, files)
+
+    def _load_checkpoint(self) -> None:
+        assert self.checkpoint_dir is not None
+        d = self.checkpoint_dir
+        state = ckpt.read_state(d)
+        if state.get("config_hash") != self.cfg.fingerprint():
+            old, new = state.get("config") or {}, self.cfg.to_dict()
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            raise ConfigError(
+                f"checkpoint in {d} was written with a different train config (differs in: "
+                f"{', '.join(diff) or 'unknown'}); train without resume or delete {d}"
+            )
+        if state.get("model") != self._model_signature():
+            raise ConfigError(f"checkpoint {d / ckpt.WEIGHTS} was written for a different model; delete {d}")
+        if state.get("data") != json.loads(json.dumps(self.data.describe())):
+            raise ConfigError(f"checkpoint in {d} was written for a different dataset; delete {d}")
+        epoch = int(state["epoch"])
+        self.model.load_state_dict(ckpt.read_tensors(d, ckpt.WEIGHTS, epoch))
+        if self.optimizer is not None and self.scheduler is not None:
+            other = ckpt.read_tensors(d, ckpt.OPTIMIZER, epoch)
+            try:
+                ckpt.unflatten_optimizer(self.optimizer, other, state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+                ckpt.restore_rng({"shuffle": self.generator}, other, state["rng"])
+                for name, obj in self._stateful():
+                    prefix = f"ext.{name}."
+                    sd = {k[len(prefix) :]: v for k, v in other.items() if k.startswith(prefix)}
+                    sd.update(state["extensions"].get(name, {}))
+                    obj.load_state_dict(sd)
+            except (KeyError, ValueError, RuntimeError) as e:
+                raise ArtifactError(f"checkpoint in {d} is inconsistent ({type(e).__name__}: {e}); delete it") from None
+        if self.cfg.early_stopping and state.get("best_epoch"):
+            self._best_state = ckpt.read_tensors(d, ckpt.BEST, int(state["best_epoch"]))
+        self.epoch, self.step = epoch, int(state["step"])
+        self.stop, self.stopped_early = bool(state["stop"]), bool(state["stopped_early"])
+        self.history = list(state["history"])
+        self.best_val_accuracy, self.best_epoch = state["best_val_accuracy"], state["best_epoch"]
+        self._bad_epochs = int(state["bad_epochs"])
+
+
+def _hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    target = y.argmax(dim=1) if y.ndim == 2 else y
+    mask = target >= 0  # -100 marks unlabelled samples (semi-supervised batches)
+    return int(((logits.argmax(dim=1) == target) & mask).sum()), int(mask.sum())
+
+
+def _epoch_line(m: dict, epochs: int) -> str:
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    return (
+        f"epoch {m['epoch']}/{epochs}  loss {m['train_loss']:.4f}  train_acc {fmt(m['train_accuracy'])}  "
+        f"val_acc {fmt(m['val_accuracy'])}  lr {m['lr']:.3g}  {m['seconds']:.1f}s"
+    )

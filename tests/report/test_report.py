@@ -1,0 +1,86 @@
+"""Reports: derived ratios, 'not faster' warnings, Pareto front, self-contained HTML, several runs."""
+
+import json
+
+import pytest
+
+from frugalml.cli import main
+from frugalml.errors import ArtifactError
+from frugalml.report import compare, load_results, pareto_front, warnings_for, write_reports
+
+
+def _stage(name, kind, parent, acc, macs, b64, p90=None, size=1000, nnz=100):
+    return {
+        "name": name, "kind": kind, "parent": parent,
+        "metrics": {
+            "accuracy": acc, "macs": macs, "params": 100, "nonzero_params": nnz, "size_bytes": size,
+            "compressed_bytes": size // 2, "runtime": "torch-eager",
+            "latency_ms": {"b1": {"median": b64 / 10, "p90": b64 / 9}, "b64": {"median": b64, "p90": p90 or b64 * 1.1}},
+            "energy_mj_per_sample": {"value": 0.1, "estimated": True, "method": "cpu-time x 15 W/core"},
+        },
+    }
+
+
+def _results(*stages):
+    return {"schema": 1, "recipe": "t", "env": {"cpu": "x", "threads": 1, "torch": "2", "date": "d"},
+            "stages": list(stages)}
+
+
+def test_compare_ratios_against_reference_and_parent():
+    base = _stage("base", "train", None, 0.90, 1000, 10.0, size=4000)
+    pr = _stage("pr", "prune", "base", 0.89, 400, 5.0, size=1000)
+    c = compare(pr, base, base)
+    assert c["accuracy_delta_pts"] == pytest.approx(-1.0)
+    assert c["speedup_b64"] == pytest.approx(2.0) and c["mac_ratio"] == pytest.approx(2.5)
+    assert c["size_ratio"] == pytest.approx(4.0) and c["speedup_b64_vs_parent"] == pytest.approx(2.0)
+
+
+def test_warns_when_fewer_macs_but_not_faster():
+    base = _stage("base", "train", None, 0.9, 1000, 10.0)
+    slow = _stage("pr", "prune", "base", 0.9, 400, 9.9)
+    fast = _stage("pr", "prune", "base", 0.9, 400, 5.0, p90=5.5)
+    w = warnings_for(slow, base)
+    assert w and "fewer MACs" in w[-1] and "not measurably faster" in w[-1]
+    assert warnings_for(fast, base) == []
+    # overlapping spread: median faster but p90 above the parent's median is not "measurably" faster
+    noisy = _stage("pr", "prune", "base", 0.9, 400, 9.0, p90=11.0)
+    assert warnings_for(noisy, base)
+
+
+def test_unstructured_sparsity_without_speed_is_called_out():
+    base = _stage("base", "train", None, 0.9, 1000, 10.0, nnz=1000)
+    sparse = _stage("sp", "prune", "base", 0.9, 1000, 10.0, nnz=100)
+    assert any("sparser" in w for w in warnings_for(sparse, base))
+
+
+def test_pareto_front_minimises_cost_maximises_accuracy():
+    pts = [(1.0, 90.0), (2.0, 95.0), (3.0, 94.0), (0.5, 80.0), (2.0, 90.0)]
+    assert sorted(pareto_front(pts)) == [0, 1, 3]
+
+
+def test_write_reports_single_and_side_by_side(tmp_path):
+    res = _results(_stage("base", "train", None, 0.9, 1000, 10.0), _stage("pr", "prune", "base", 0.88, 400, 9.9))
+    paths = write_reports(tmp_path, res)
+    md = paths["md"].read_text()
+    html = paths["html"].read_text()
+    assert "| base |" in md and "| pr |" in md and "not measurably faster" in md
+    assert "estimated" in md  # energy is labelled as an estimate
+    assert html.count("data:image/png;base64,") == 2 and "<script" not in html
+    for name in ("accuracy-vs-latency.png", "accuracy-vs-size.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    # two runs side by side through the CLI
+    for d in ("r1", "r2"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "results.json").write_text(json.dumps(res))
+    assert main(["report", str(tmp_path / "r1"), str(tmp_path / "r2"), "--out", str(tmp_path / "cmp")]) == 0
+    cmp_md = (tmp_path / "cmp/report.md").read_text()
+    assert "r1: stages" in cmp_md and "r2: stages" in cmp_md
+
+
+def test_report_on_non_run_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(ArtifactError, match="no results.json"):
+        load_results(tmp_path)
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupt results.json"):
+        load_results(tmp_path)
+    assert main(["report", str(tmp_path)]) == 2
