@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn as nn
-from pydantic import create_model
+from pydantic import ValidationError, create_model
 
 from frugalml import artifact
 from frugalml.config import Config
@@ -35,7 +35,12 @@ def merged_train_config(defaults: TrainConfig | None, overrides: Config | None, 
     if overrides is not None:
         base.update({k: v for k, v in overrides.model_dump().items() if v is not None})
     base.update({k: v for k, v in extra.items() if v is not None})
-    return TrainConfig.model_validate(base)
+    try:
+        return TrainConfig.model_validate(base)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"train.{key}: {first['msg']} (after applying the stage's overrides)") from None
 
 
 class TrainStage(StageConfig):
