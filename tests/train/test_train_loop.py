@@ -76,6 +76,17 @@ def test_bf16_autocast_trains(data):
     assert result.best_val_accuracy > 0.5
 
 
+def test_channels_last_trains_like_default_layout_and_hands_back_contiguous(data):
+    torch.manual_seed(0)
+    a, b = make_model(norm=True), make_model(norm=True)
+    b.load_state_dict(a.state_dict())
+    fit(a, data, epochs=1)
+    fit(b, data, epochs=1, channels_last=True)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-4), name  # same maths, different memory layout
+        assert pb.is_contiguous(), name
+
+
 def test_no_weight_decay_on_biases_and_norms(data):
     trainer = Trainer(make_model(norm=True), data, TrainConfig(epochs=1, weight_decay=0.01), progress=False)
     trainer.fit()

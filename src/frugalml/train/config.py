@@ -32,6 +32,9 @@ class TrainConfig(Config):
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
     grad_accum: int = Field(1, ge=1, description="micro-batches accumulated per optimizer step")
     bf16: bool = Field(False, description="bfloat16 autocast for forward and loss")
+    channels_last: bool = Field(
+        False, description="train conv nets in channels-last memory format (often much faster on CPU)"
+    )
     early_stopping: int | None = Field(
         None, ge=1, description="patience in epochs without val-accuracy gain; best weights are restored"
     )

@@ -135,6 +135,8 @@ class Trainer:
         self._reset()
         self._seed_everything()
         self._call("on_train_start")
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         if cfg.epochs > 0:
             self.optimizer = build_optimizer(self.model, cfg)
             self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
@@ -151,6 +153,8 @@ class Trainer:
                 self._end_epoch(self._run_epoch(bar), t0)
         if cfg.early_stopping and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
+        if cfg.channels_last:  # hand back the default layout: later stages and baselines expect it
+            self.model.to(memory_format=torch.contiguous_format)
         self._call("on_train_end")
         return TrainResult(
             history=list(self.history),
@@ -199,6 +203,8 @@ class Trainer:
                 for transform in self.batch_transforms:
                     x, y = transform(x, y)
                 x, y = x.to(device), y.to(device)
+                if cfg.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                     logits = self.forward(x)
                     loss = self._loss(x, y, logits)
