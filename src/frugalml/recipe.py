@@ -23,7 +23,7 @@ from frugalml.stages import stage_configs
 STAGE_MODULES = (
     "frugalml.builtin_stages",
     # "frugalml.compress.prune",
-    # "frugalml.compress.quantize",
+    "frugalml.compress.quantize",
 )
 
 DEFAULT_RECIPE = "default.yaml"

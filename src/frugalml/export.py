@@ -1,0 +1,150 @@
+"""`frugal export ARTIFACT --format onnx|pt2`: write a deployable file from any artifact and check it
+against the in-memory model on one batch (max abs difference of the logits, top-1 agreement).
+
+- onnx: float and fp16/bf16 models via torch.onnx.export; `onnx-int8` artifacts are already ONNX
+  (their quantized graph is copied); pt2e int8 graphs export their QDQ pattern (dynamo exporter).
+- pt2:  a `torch.export` archive (`torch.export.save`, loaded back with `torch.export.load`), with a
+  dynamic batch dimension. Example inputs are not stored, so the archive holds no pickled data.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from frugalml import artifact
+from frugalml._io import atomic_write_bytes
+from frugalml.errors import ArtifactError, ConfigError, UnsupportedError
+
+FORMATS = ("onnx", "pt2")
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    max_abs_diff: float
+    top1_agreement: float
+    batch_size: int
+
+    def summary(self) -> str:
+        return (
+            f"wrote {self.path} ({self.format}); on a batch of {self.batch_size}: max |diff| "
+            f"{self.max_abs_diff:.3g}, top-1 agreement {self.top1_agreement:.1%}"
+        )
+
+
+def _check_batch(data: Any, spec: dict, batch_size: int) -> torch.Tensor:
+    """Real inputs when data is given (a DataBundle or a tensor), else a seeded random batch."""
+    if isinstance(data, torch.Tensor):
+        x = data
+    elif data is not None:
+        x = data.sample_input(batch_size)
+    else:
+        x = torch.randn(batch_size, *spec["input_shape"], generator=torch.Generator().manual_seed(0))
+    if list(x.shape[1:]) != list(spec["input_shape"]):
+        raise ConfigError(
+            f"export check batch has shape {list(x.shape[1:])} but the model takes {list(spec['input_shape'])}"
+        )
+    return x.float()
+
+
+def _exportable(model: nn.Module) -> nn.Module:
+    """The plain torch module behind a quantized wrapper (pt2e: its int8 q/dq graph)."""
+    graph = getattr(model, "graph_module", None)
+    return graph if graph is not None else model
+
+
+def _to_onnx(model: nn.Module, x: torch.Tensor) -> bytes:
+    from frugalml.compress.quantize import onnxrt
+
+    if isinstance(model, onnxrt.OnnxModel):
+        return model.onnx_bytes
+    if getattr(model, "frugal_runtime", "") == "torch-bf16":
+        raise UnsupportedError(
+            "ONNX Runtime's CPU provider has no bf16 conv/matmul kernels; export this artifact with "
+            "--format pt2, or quantize with mode: fp16 for ONNX"
+        )
+    try:
+        return onnxrt.export_onnx(_exportable(model), x)
+    except UnsupportedError as e:
+        runtime = getattr(model, "frugal_runtime", "this model")
+        raise UnsupportedError(
+            f"{runtime} cannot be exported to ONNX ({e}); for an int8 ONNX model quantize with "
+            "backend: onnxruntime, or export this artifact with --format pt2"
+        ) from None
+
+
+def _to_pt2(model: nn.Module, x: torch.Tensor) -> bytes:
+    from frugalml.compress.quantize import onnxrt
+    from frugalml.compress.quantize._common import quiet
+
+    if isinstance(model, onnxrt.OnnxModel):
+        raise UnsupportedError("an onnx-int8 artifact is an ONNX model; export it with --format onnx")
+    module = _exportable(model)
+    try:
+        with quiet(), torch.no_grad():
+            ep = torch.export.export(module, (x,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    except Exception as e:  # torch.export raises many internal types
+        runtime = getattr(model, "frugal_runtime", type(model).__name__)
+        raise UnsupportedError(
+            f"torch.export cannot capture {runtime} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            "try --format onnx"
+        ) from None
+    ep._example_inputs = None  # otherwise saved as a pickle inside the archive
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    return buf.getvalue()
+
+
+def _run_onnx(blob: bytes, x: torch.Tensor) -> torch.Tensor:
+    from frugalml.compress.quantize.onnxrt import make_session
+
+    sess = make_session(blob, torch.get_num_threads())
+    return torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+
+
+def _run_pt2(path: Path, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.export.load(str(path)).module()(x)
+
+
+def export(artifact_dir: str | Path, fmt: str, out: str | Path | None = None, data: Any = None,
+           batch_size: int = 64) -> ExportReport:  # fmt: skip
+    """Export the artifact in `artifact_dir` to `fmt` ("onnx" or "pt2"), written to `out` (default:
+    next to the artifact directory, `<dir>.onnx` / `<dir>.pt2`), and compare its outputs with the
+    loaded artifact on a batch of `data` (a DataBundle or an input tensor; random if None)."""
+    import frugalml.compress.quantize  # noqa: F401 - registers the loaders of quantized formats
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
+    directory = Path(artifact_dir)
+    model = artifact.load(directory).eval()
+    if hasattr(model, "compiled"):
+        model.compiled = False  # pt2e: compare with the very q/dq graph that is exported, not inductor's kernels
+    spec = artifact.read_info(directory)["spec"]
+    path = Path(out) if out is not None else directory.parent / f"{directory.name}.{fmt}"
+    if path.resolve().parent == directory.resolve():
+        raise ConfigError(f"--out {path} is inside the artifact directory; write it elsewhere")
+    x = _check_batch(data, spec, batch_size)
+    blob = _to_onnx(model, x) if fmt == "onnx" else _to_pt2(model, x)
+    atomic_write_bytes(path, blob)
+    try:
+        got = _run_onnx(blob, x) if fmt == "onnx" else _run_pt2(path, x)
+    except Exception as e:  # the runtime's own error types
+        raise ArtifactError(f"{path}: the exported model does not run ({str(e).splitlines()[0][:200]})") from None
+    with torch.no_grad():
+        expected = model(x).float()
+    got = got.float()
+    return ExportReport(
+        path=path,
+        format=fmt,
+        max_abs_diff=float((got - expected).abs().max()),
+        top1_agreement=float((got.argmax(1) == expected.argmax(1)).float().mean()),
+        batch_size=len(x),
+    )
