@@ -158,6 +158,10 @@ def save_any(model: nn.Module, directory: str | Path, spec: dict, meta: dict | N
         meta.pop("format", None)
         return save(model, directory, spec, meta)
     if fmt not in SAVERS:
+        from frugalml.recipe import load_stage_modules
+
+        load_stage_modules()
+    if fmt not in SAVERS:
         raise ArtifactError(f"no saver registered for artifact format {fmt!r}; known: torch-fp32, {', '.join(SAVERS)}")
     return SAVERS[fmt](model, Path(directory), spec, meta)
 
@@ -169,6 +173,10 @@ def load(directory: str | Path) -> nn.Module:
         raise ArtifactError(f"{directory}: artifact directory does not exist")
     info = read_info(directory)
     fmt = info.get("format", "torch-fp32")
+    if fmt not in LOADERS:  # techniques register their formats when imported
+        from frugalml.recipe import load_stage_modules
+
+        load_stage_modules()
     loader = LOADERS.get(fmt)
     if loader is None:
         raise ArtifactError(f"{directory}: unknown artifact format {fmt!r}; known: {', '.join(LOADERS)}")

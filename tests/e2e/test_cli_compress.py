@@ -72,3 +72,21 @@ def test_prune_then_quantize_composes(tmp_path, method):
         assert pruned["compressed_bytes"] < base["compressed_bytes"]
     assert q["accuracy"] > 0.5
     assert frugalml.load(tmp_path / "run/stages/int8") is not None
+
+
+def test_quantized_artifact_loads_in_a_fresh_process(tmp_path):
+    """`frugalml.load` finds the quantized format without the caller importing the technique."""
+    import subprocess
+    import sys
+
+    raw = tiny_recipe(
+        model={"name": "mlp", "kwargs": {"hidden": [16]}},
+        stages=[{"kind": "train", "name": "baseline"},
+                {"kind": "quantize", "name": "int8", "mode": "dynamic", "backend": "torch", "references": []}],
+    )
+    _run(tmp_path, raw)
+    code = ("import frugalml, torch; m = frugalml.load(r'%s'); print(tuple(m(torch.randn(2, 1, 8, 8)).shape))"
+            % (tmp_path / "run/stages/int8"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(2, 4)"
