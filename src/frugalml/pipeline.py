@@ -26,7 +26,7 @@ import torch.nn as nn
 from frugalml import artifact
 from frugalml._io import atomic_write_json, atomic_write_text
 from frugalml.config import Config
-from frugalml.errors import ConfigError
+from frugalml.errors import ConfigError, FrugalError
 from frugalml.recipe import dump_recipe
 from frugalml.stages import StageConfig, StageContext, handler_for
 
@@ -139,9 +139,15 @@ def run_recipe(
                 metrics = json.loads((stage_dir / "metrics.json").read_text())
             else:
                 log.info("stage %s (%s) from %s", stage.name, stage.kind, parent or "scratch")
-                model, spec, metrics = run_stage(
-                    stage, parent_model, parent_spec, data, recipe, stage_dir, resume, parent_metrics
-                )
+                try:
+                    model, spec, metrics = run_stage(
+                        stage, parent_model, parent_spec, data, recipe, stage_dir, resume, parent_metrics
+                    )
+                except FrugalError:
+                    # bad input for this stage: leave nothing half-written (an interrupted stage, in
+                    # contrast, keeps its checkpoints under work/ so --resume can continue it)
+                    shutil.rmtree(stage_dir, ignore_errors=True)
+                    raise
                 atomic_write_json(stage_dir / "metrics.json", metrics)
                 state["completed"].append(stage.name)
                 atomic_write_json(run_dir / "state.json", state)

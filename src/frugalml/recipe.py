@@ -22,7 +22,7 @@ from frugalml.stages import stage_configs
 # Modules whose import registers stage kinds. A technique adds itself here once.
 STAGE_MODULES = (
     "frugalml.builtin_stages",
-    # "frugalml.compress.prune",
+    "frugalml.compress.prune",
     "frugalml.compress.quantize",
 )
 

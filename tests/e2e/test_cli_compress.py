@@ -90,3 +90,33 @@ def test_quantized_artifact_loads_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(2, 4)"
+
+
+def test_bad_prune_layer_name_fails_cleanly(tmp_path, capsys):
+    raw = tiny_recipe(
+        model={"name": "cnn", "kwargs": {"channels": [8, 16]}},
+        stages=[{"kind": "train", "name": "baseline"},
+                {"kind": "prune", "name": "p", "method": "structured", "ratio": 0.5, "ignore": ["no_such_layer"]}],
+    )
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(p), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert "no_such_layer" in last and last.startswith("error: ") and "Traceback" not in err
+    assert not (tmp_path / "run/stages/p").exists()  # nothing half-written for the failed stage
+    res = json.loads((tmp_path / "run/results.json").read_text())
+    assert [s["name"] for s in res["stages"]] == ["baseline"]
+
+
+def test_export_and_sensitivity_commands(tmp_path, capsys):
+    raw = tiny_recipe(model={"name": "cnn", "kwargs": {"channels": [8, 16]}})
+    _run(tmp_path, raw)
+    art = tmp_path / "run/stages/baseline"
+    capsys.readouterr()
+    assert main(["export", str(art), "--format", "onnx", "--data", "synthetic", "--out", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "m.onnx").stat().st_size > 1000 and "top-1 agreement 100.00%" in out
+    assert main(["sensitivity", str(art), "--data", "synthetic", "--ratios", "0.5", "--out", str(tmp_path / "sens")]) == 0
+    table = json.loads((tmp_path / "sens/sensitivity.json").read_text())
+    assert table and (tmp_path / "sens/sensitivity.png").is_file()
