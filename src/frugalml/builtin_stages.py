@@ -52,6 +52,9 @@ class TrainStage(StageConfig):
     epochs: int | None = None  # shorthand for train.epochs
     train: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
 
+    def starts_fresh(self) -> bool:
+        return self.init == "fresh" or self.model is not None
+
 
 class LoadStage(StageConfig):
     """Start from an existing frugalml artifact directory."""
@@ -59,10 +62,13 @@ class LoadStage(StageConfig):
     kind: Literal["load"] = "load"
     path: str
 
+    def starts_fresh(self) -> bool:
+        return True
+
 
 @register_stage(TrainStage)
 def run_train_stage(model: nn.Module | None, cfg: TrainStage, ctx: StageContext) -> nn.Module:
-    fresh = cfg.init == "fresh" or cfg.model is not None or (cfg.init == "auto" and model is None)
+    fresh = cfg.starts_fresh() or (cfg.init == "auto" and model is None)
     if fresh:
         if cfg.model is not None:
             ctx.model_spec = cfg.model.spec(ctx.data.input_shape, ctx.data.num_classes)

@@ -128,7 +128,7 @@ def run_recipe(
         }
         prev: str | None = None
         for stage in recipe.stages:
-            parent = stage.parent or prev
+            parent = None if stage.starts_fresh() else (stage.parent or prev)
             stage_dir = run_dir / "stages" / stage.name
             parent_model, parent_spec = models.get(parent, (None, base_spec)) if parent else (None, base_spec)
             parent_metrics = next((s["metrics"] for s in stage_results if s["name"] == parent), None)

@@ -26,6 +26,10 @@ class StageConfig(Config):
     name: str | None = None  # defaults to the kind (made unique by the recipe loader)
     parent: str | None = None  # the stage whose model this one starts from; default: the previous one
 
+    def starts_fresh(self) -> bool:
+        """True when the stage makes its own model and so has no parent (e.g. training a new one)."""
+        return False
+
 
 @dataclass
 class StageContext:

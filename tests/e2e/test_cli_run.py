@@ -136,3 +136,16 @@ def test_kill_mid_training_then_resume_gives_identical_result(tmp_path):
         wb = load_file(str(tmp_path / "b/stages" / stage / "model.safetensors"))
         assert wa.keys() == wb.keys()
         assert all((wa[k] == wb[k]).all() for k in wa), f"{stage}: resumed weights differ"
+
+
+def test_a_stage_that_trains_a_new_model_has_no_parent(tmp_path):
+    raw = tiny_recipe(stages=[
+        {"kind": "train", "name": "baseline"},
+        {"kind": "train", "name": "other", "model": {"name": "mlp", "kwargs": {"hidden": [8]}}, "epochs": 1},
+        {"kind": "train", "name": "tuned", "init": "parent", "epochs": 1},
+    ])
+    assert main(["run", str(_write(tmp_path, raw)), "--out", str(tmp_path / "run")]) == 0
+    res = json.loads((tmp_path / "run/results.json").read_text())
+    assert [(s["name"], s["parent"]) for s in res["stages"]] == [
+        ("baseline", None), ("other", None), ("tuned", "other")]
+    assert res["stages"][1]["metrics"]["params"] < res["stages"][0]["metrics"]["params"]

@@ -61,7 +61,15 @@ class CompiledRunner:
     once for oneDNN). Static shapes: one graph per batch size, as inductor's int8 conv lowering
     rejects a symbolic batch; freezing is patched in only while a new shape compiles."""
 
+    # dynamo counts recompiles per code object, so every stage's copy of the same model class (and
+    # every batch size) shares one budget; past it dynamo silently falls back to eager, which would
+    # make the "best fp32 runtime" reference an eager one. A run compiles a few dozen graphs at most.
+    RECOMPILE_LIMIT = 64
+
     def __init__(self, module: nn.Module) -> None:
+        import torch._dynamo.config as dynamo_config
+
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, self.RECOMPILE_LIMIT)
         self.module = module
         self._compiled: Any = None
         self._shapes: set[tuple[int, ...]] = set()
