@@ -77,12 +77,8 @@ def build_from_spec(spec: dict) -> nn.Module:
     )
 
 
-def save(model: nn.Module, directory: str | Path, spec: dict, meta: dict | None = None) -> Path:
-    """Save a float model as safetensors + JSON. `spec` is the ModelSpec dict."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
-    # shared tensors (tied weights) must be stored once for safetensors
+def dedupe_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Shared tensors (tied weights) are stored once, as safetensors requires: (unique, {alias: source})."""
     seen: dict[tuple, str] = {}
     tensors, aliases = {}, {}
     for k, v in state.items():
@@ -93,6 +89,15 @@ def save(model: nn.Module, directory: str | Path, spec: dict, meta: dict | None 
         else:
             seen[key] = k
             tensors[k] = v
+    return tensors, aliases
+
+
+def save(model: nn.Module, directory: str | Path, spec: dict, meta: dict | None = None) -> Path:
+    """Save a float model as safetensors + JSON. `spec` is the ModelSpec dict."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    tensors, aliases = dedupe_tensors(state)
     save_tensors_atomic(tensors, directory / "model.safetensors")
     info = {
         "frugalml_artifact": ARTIFACT_VERSION,

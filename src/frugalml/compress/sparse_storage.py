@@ -83,21 +83,6 @@ def decode(tensors: dict[str, torch.Tensor], layout: dict[str, dict], where: Pat
     return out
 
 
-def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tied weights are stored once (same rule as frugalml.artifact.save)."""
-    seen: dict[tuple, str] = {}
-    tensors, aliases = {}, {}
-    for k, v in state.items():
-        ptr = v.untyped_storage().data_ptr() if v.numel() else id(v)
-        key = (ptr, v.shape, v.stride(), v.storage_offset())
-        if key in seen and v.numel():
-            aliases[k] = seen[key]
-        else:
-            seen[key] = k
-            tensors[k] = v
-    return tensors, aliases
-
-
 def save_sparse(model: nn.Module, directory: str | Path, spec: dict, meta: dict | None = None) -> Path:
     """Save `model` as a ``torch-sparse`` artifact (same directory contract as artifact.save)."""
     directory = Path(directory)
@@ -106,7 +91,7 @@ def save_sparse(model: nn.Module, directory: str | Path, spec: dict, meta: dict 
     if any(k.endswith(("_orig", "_mask")) for k in state):
         raise ArtifactError("model still carries pruning masks (weight_orig/weight_mask); "
                             "bake them with torch.nn.utils.prune.remove before saving")
-    unique, aliases = _dedupe(state)
+    unique, aliases = artifact.dedupe_tensors(state)
     tensors, layout = encode(unique)
     save_tensors_atomic(tensors, directory / WEIGHTS_FILE)
     # drop a dense weights file left by an earlier save so size_bytes counts only this artifact

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn as nn
 
 from frugalml.errors import ConfigError
@@ -65,3 +66,19 @@ def probability(model: str, key: str, value: float) -> float:
         f"{key} must be in [0, 1), got {value!r}",
     )
     return float(value)
+
+
+class GAPClassifier(nn.Module):
+    """`features` → global average pool → (dropout) → Linear: the head shared by cnn, mobilenet and
+    shufflenet. Attribute names are part of the artifact format (state_dict keys): keep them."""
+
+    def __init__(self, features: nn.Sequential, channels: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.flatten(self.pool(self.features(x)))))

@@ -9,24 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn as nn
 
-from frugalml.models._layers import choice, conv_bn_act, positive_ints, probability, require
+from frugalml.models._layers import GAPClassifier, choice, conv_bn_act, positive_ints, probability, require
 from frugalml.models._registry import register_model
 
 
-class CNN(nn.Module):
-    def __init__(self, features: nn.Sequential, channels: int, num_classes: int, dropout: float) -> None:
-        super().__init__()
-        self.features = features
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.flatten(self.pool(self.features(x)))))
+class CNN(GAPClassifier):
+    """Plain conv blocks with the shared global-average-pool classifier head."""
 
 
 @register_model("cnn")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from frugalml.models._layers import conv_bn_act, probability, require, round_channels
+from frugalml.models._layers import GAPClassifier, conv_bn_act, probability, require, round_channels
 from frugalml.models._registry import register_model
 
 # (expand ratio or None for the option's default, out channels, repeats, first stride)
@@ -35,17 +35,8 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
-class MobileNetV2(nn.Module):
-    def __init__(self, features: nn.Sequential, channels: int, num_classes: int, dropout: float) -> None:
-        super().__init__()
-        self.features = features
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.flatten(self.pool(self.features(x)))))
+class MobileNetV2(GAPClassifier):
+    """Inverted-residual blocks with the shared global-average-pool classifier head."""
 
 
 @register_model("mobilenet_v2")

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
-from frugalml.models._layers import conv_bn_act, probability, require, round_channels
+from frugalml.models._layers import GAPClassifier, conv_bn_act, probability, require, round_channels
 from frugalml.models._registry import register_model
 
 _STAGES = [(32, 2), (64, 3), (128, 2)]  # (out channels at width 1, units)
@@ -63,17 +63,8 @@ class ShuffleUnit(nn.Module):
         return interleave(self.branch1(x), self.branch2(x))
 
 
-class ShuffleNetV2(nn.Module):
-    def __init__(self, features: nn.Sequential, channels: int, num_classes: int, dropout: float) -> None:
-        super().__init__()
-        self.features = features
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
-        self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.flatten(self.pool(self.features(x)))))
+class ShuffleNetV2(GAPClassifier):
+    """Channel-split + shuffle blocks with the shared global-average-pool classifier head."""
 
 
 @register_model("shufflenet_v2")
