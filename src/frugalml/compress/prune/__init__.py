@@ -80,7 +80,10 @@ def prune_with_metrics(
     workdir = Path(workdir) if workdir is not None else None
     model = copy.deepcopy(model)
     seeded = {"seed": seed} if getattr(train_defaults, "seed", None) is None else {}
-    ft_kwargs = {"checkpoint_dir": _ft_dir(workdir), "resume": resume, "log": log, "extra": seeded}
+    # the model as it was before pruning, when fine-tuning distils from it
+    teacher = copy.deepcopy(model) if cfg.finetune is not None and cfg.finetune.distill > 0 else None
+    ft_kwargs = {"checkpoint_dir": _ft_dir(workdir), "resume": resume, "log": log, "extra": seeded,
+                 "teacher": teacher}  # fmt: skip
 
     if cfg.method == "structured":
         ratio_by_layer = None
@@ -92,7 +95,7 @@ def prune_with_metrics(
             ratio_by_layer = {k: v for k, v in allocated.items() if selected(k, cfg.targets, cfg.ignore)}
         metrics = prune_structured(
             model, cfg, data, train_defaults=train_defaults, measure_config=measure_config,
-            ratio_by_layer=ratio_by_layer, workdir=workdir, resume=resume, seed=seed, log=log,
+            ratio_by_layer=ratio_by_layer, workdir=workdir, resume=resume, seed=seed, log=log, teacher=teacher,
         )  # fmt: skip
         if ratio_by_layer is not None:
             metrics["per_layer_ratios"] = {k: round(v, 4) for k, v in ratio_by_layer.items()}

@@ -101,9 +101,11 @@ def finetune(
     resume: bool = False,
     log: logging.Logger | None = None,
     extra: dict | None = None,
+    teacher: nn.Module | None = None,
 ) -> dict | None:
     """Fine-tune with frugalml.train.Trainer; the config is the recipe's train section updated with
-    `ft` (FinetuneConfig). Returns a short summary for the stage metrics."""
+    `ft` (FinetuneConfig), plus a distillation loss from `teacher` when `ft.distill` > 0. Returns a
+    short summary for the stage metrics."""
     from frugalml.train import TrainConfig, Trainer
 
     base = train_defaults.to_dict() if train_defaults is not None else {}
@@ -122,6 +124,25 @@ def finetune(
         raise ConfigError(f"prune.finetune: {loc}: {err['msg']}") from None
     if cfg.epochs == 0:
         return None
-    trainer = Trainer(model, data, cfg, callbacks=callbacks, checkpoint_dir=checkpoint_dir, log=log, progress=False)
+    terms = [DistillFrom(teacher, ft.distill, ft.temperature)] if teacher is not None and ft.distill > 0 else []
+    trainer = Trainer(model, data, cfg, loss_terms=terms, callbacks=callbacks, checkpoint_dir=checkpoint_dir,
+                      log=log, progress=False)  # fmt: skip
     result = trainer.fit(resume=resume and checkpoint_dir is not None)
     return {"epochs": result.epochs_run, "best_val_accuracy": result.best_val_accuracy}
+
+
+class DistillFrom:
+    """Trainer loss term: `weight * T^2 * KL(teacher || student)` on temperature-softened outputs
+    (Hinton et al.), the teacher being the model as it was before pruning (frozen, eval mode)."""
+
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float) -> None:
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.weight, self.t = weight, temperature
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        with torch.no_grad():
+            target = F.softmax(self.teacher(x).float() / self.t, dim=1)
+        log_p = F.log_softmax(logits.float() / self.t, dim=1)
+        return self.weight * self.t**2 * F.kl_div(log_p, target, reduction="batchmean")

@@ -19,6 +19,11 @@ class FinetuneConfig(Config):
     epochs: int = Field(1, ge=0, description="fine-tuning epochs (split over `steps` when steps > 1)")
     lr: float | None = Field(None, gt=0, description="peak learning rate; default: the train section's")
     overrides: dict[str, Any] = Field(default_factory=dict, description="other TrainConfig fields")
+    distill: float = Field(
+        0.0, ge=0, description="weight of a distillation loss (KL to the unpruned model's outputs) added "
+        "to the training loss; 0 = off"
+    )
+    temperature: float = Field(4.0, gt=0, description="softmax temperature of the distillation loss")
 
     @field_validator("overrides")
     @classmethod

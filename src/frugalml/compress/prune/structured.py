@@ -252,8 +252,10 @@ def prune_structured(
     resume: bool = False,
     seed: int = 0,
     log: logging.Logger | None = None,
+    teacher: nn.Module | None = None,
 ) -> dict:
-    """Prune `model` in place; returns the stage metrics (before/after sizes, per-layer widths)."""
+    """Prune `model` in place; returns the stage metrics (before/after sizes, per-layer widths).
+    `teacher` (the unpruned model) is distilled from during fine-tuning when finetune.distill > 0."""
     log = log or logging.getLogger("frugalml")
     example1 = data.sample_input(1)
     before_shapes = layer_shapes(model)
@@ -301,7 +303,7 @@ def prune_structured(
             ckpt = workdir / f"finetune_step{i}" if workdir is not None and cfg.steps > 1 else (
                 workdir / "finetune" if workdir is not None else None)  # fmt: skip
             ft = finetune(model, data, cfg.finetune, train_defaults, epochs=step_epochs,
-                          checkpoint_dir=ckpt, resume=resume, log=log)  # fmt: skip
+                          checkpoint_dir=ckpt, resume=resume, log=log, teacher=teacher)  # fmt: skip
         history.append({"step": i, "macs": count_macs(model, example1), "finetune": ft})
         log.info("prune step %d/%d: %.3g MACs (%.1f%% of original)", i, cfg.steps, history[-1]["macs"],
                  100 * history[-1]["macs"] / max(macs0, 1))
