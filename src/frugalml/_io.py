@@ -32,6 +32,21 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def read_json_file(path: Path, what: str, required_key: str, missing: str) -> dict:
+    """A JSON object file that must exist and hold `required_key`; any problem is one ArtifactError."""
+    from frugalml.errors import ArtifactError
+
+    if not path.is_file():
+        raise ArtifactError(missing)
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: corrupt {what} ({e})") from None
+    if not isinstance(obj, dict) or required_key not in obj:
+        raise ArtifactError(f"{path}: corrupt {what} (no '{required_key}')")
+    return obj
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()

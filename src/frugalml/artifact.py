@@ -10,7 +10,6 @@ Other formats (sparse storage, quantized ONNX, ...) register a loader in `LOADER
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from frugalml._io import atomic_write_json, save_tensors_atomic
+from frugalml._io import atomic_write_json, read_json_file, save_tensors_atomic
 from frugalml.errors import ArtifactError
 
 ARTIFACT_VERSION = 1
@@ -112,16 +111,8 @@ def save(model: nn.Module, directory: str | Path, spec: dict, meta: dict | None 
 
 
 def read_info(directory: str | Path) -> dict:
-    path = Path(directory) / "model.json"
-    if not path.is_file():
-        raise ArtifactError(f"{directory}: not a frugalml artifact (no model.json)")
-    try:
-        info = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: corrupt model.json ({e})") from None
-    if not isinstance(info, dict) or "spec" not in info:
-        raise ArtifactError(f"{path}: corrupt model.json (no 'spec')")
-    return info
+    return read_json_file(Path(directory) / "model.json", "model.json", "spec",
+                          f"{directory}: not a frugalml artifact (no model.json)")  # fmt: skip
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -62,53 +62,27 @@ def _build(cell: str, input_shape, num_classes, activation, hidden, layers, bidi
     )
 
 
-@register_model("rnn")
-def rnn(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    *,
-    activation: str = "relu",
-    hidden: int = 64,
-    layers: int = 1,
-    bidirectional: bool = False,
-    readout: str = "last",
-    dropout: float = 0.0,
-) -> nn.Module:
-    """Elman RNN (tanh cell); `activation` is used in the classifier head."""
-    return _build(
-        "rnn", input_shape, num_classes, activation, hidden, layers, bidirectional, readout, dropout
-    )
+def _register(cell: str, doc: str):  # noqa: ANN202
+    """One registered factory per cell type, all with the same explicit options."""
+
+    def factory(
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        *,
+        activation: str = "relu",
+        hidden: int = 64,
+        layers: int = 1,
+        bidirectional: bool = False,
+        readout: str = "last",
+        dropout: float = 0.0,
+    ) -> nn.Module:
+        return _build(cell, input_shape, num_classes, activation, hidden, layers, bidirectional, readout, dropout)
+
+    factory.__name__ = factory.__qualname__ = cell
+    factory.__doc__ = doc
+    return register_model(cell)(factory)
 
 
-@register_model("lstm")
-def lstm(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    *,
-    activation: str = "relu",
-    hidden: int = 64,
-    layers: int = 1,
-    bidirectional: bool = False,
-    readout: str = "last",
-    dropout: float = 0.0,
-) -> nn.Module:
-    return _build(
-        "lstm", input_shape, num_classes, activation, hidden, layers, bidirectional, readout, dropout
-    )
-
-
-@register_model("gru")
-def gru(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    *,
-    activation: str = "relu",
-    hidden: int = 64,
-    layers: int = 1,
-    bidirectional: bool = False,
-    readout: str = "last",
-    dropout: float = 0.0,
-) -> nn.Module:
-    return _build(
-        "gru", input_shape, num_classes, activation, hidden, layers, bidirectional, readout, dropout
-    )
+rnn = _register("rnn", "Elman RNN (tanh cell); `activation` is used in the classifier head.")
+lstm = _register("lstm", "LSTM over image rows; `activation` is used in the classifier head.")
+gru = _register("gru", "GRU over image rows; `activation` is used in the classifier head.")

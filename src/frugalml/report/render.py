@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
-from frugalml._io import atomic_write_bytes, atomic_write_text
-from frugalml.errors import ArtifactError
+from frugalml._io import atomic_write_bytes, atomic_write_text, read_json_file
 from frugalml.report.plots import pareto_plot
 from frugalml.report.tables import (
     COLUMNS,
@@ -25,16 +23,8 @@ CAND_COLUMNS = ["stage", "backend", "accuracy", "b1 ms", "b64 ms", "chosen"]
 
 
 def load_results(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        raise ArtifactError(f"{run_dir}: not a frugalml run directory (no results.json)")
-    try:
-        res = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: corrupt results.json ({e})") from None
-    if not isinstance(res, dict) or "stages" not in res:
-        raise ArtifactError(f"{path}: corrupt results.json (no 'stages')")
-    return res
+    return read_json_file(Path(run_dir) / "results.json", "results.json", "stages",
+                          f"{run_dir}: not a frugalml run directory (no results.json)")  # fmt: skip
 
 
 def _md_table(cols: list[str], rows: list[list[str]]) -> str:
