@@ -10,17 +10,26 @@ from typing import Any
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file next to `path`, fsync, rename: readers see the old or the new file,
+    never half of one. Failures (full disk, read-only folder) are one OutputError naming the file."""
+    from frugalml.errors import OutputError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
 
 
@@ -32,19 +41,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def read_json_file(path: Path, what: str, required_key: str, missing: str) -> dict:
-    """A JSON object file that must exist and hold `required_key`; any problem is one ArtifactError."""
-    from frugalml.errors import ArtifactError
+def check_output_file(path: str | os.PathLike) -> Path:
+    """An output file path that can be written: not a folder, its folder exists (or can be made)
+    and is writable. One ConfigError otherwise, before any expensive work."""
+    import errno
 
-    if not path.is_file():
-        raise ArtifactError(missing)
-    try:
-        obj = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactError(f"{path}: corrupt {what} ({e})") from None
-    if not isinstance(obj, dict) or required_key not in obj:
-        raise ArtifactError(f"{path}: corrupt {what} (no '{required_key}')")
-    return obj
+    from frugalml.errors import ConfigError
+
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder; give a file name (e.g. {p / 'out'})")
+    parent = next((q for q in [p.parent, *p.parent.parents] if q.exists()), Path("."))
+    if not parent.is_dir():
+        raise ConfigError(f"{parent}: is a file, so {p} cannot be written")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ConfigError(f"{p}: not writable ({os.strerror(errno.EACCES)})")
+    return p
 
 
 def _json_default(o: Any) -> Any:

@@ -1,27 +1,63 @@
-"""Model artifacts: a directory with `model.safetensors` + `model.json`. Never pickle.
+"""Model artifacts: a directory with `model.json` + weight files. Never pickle, never run code that
+the caller did not allow.
 
 `model.json` holds the ModelSpec (how to rebuild the module: zoo name or import path, kwargs,
 input shape, class count), the format, and the shape-bearing attributes of every submodule, so a
 structurally pruned model (fewer channels than its factory builds) loads back exactly.
 
-Other formats (sparse storage, quantized ONNX, ...) register a loader in `LOADERS` keyed by
-`model.json["format"]` and write their own files next to `model.json`.
+Formats: `torch-fp32` lives here; every other format lives in the technique module named in
+`FORMAT_MODULES`, which is imported the first time that format is saved or loaded and registers its
+saver and loader with `register_format` (the timm trick: a name → module map, no import cycle).
+
+A ModelSpec naming a user factory (`package.module:factory`) is imported only when the caller trusts
+it: `load(dir, trust_code=True)` (CLI `--trust-code`), or a set of factory names the caller asked for
+(a recipe's own `model.name`), the way Hugging Face treats `trust_remote_code`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from frugalml._io import atomic_write_json, read_json_file, save_tensors_atomic
-from frugalml.errors import ArtifactError
+from frugalml._io import atomic_write_json, save_tensors_atomic
+from frugalml.errors import ArtifactError, ConfigError
+from frugalml.schemas import ARTIFACT_VERSION, read_model_json
 
-ARTIFACT_VERSION = 1
 _ATTR_TYPES = (int, float, bool, str, type(None))
+
+Trust = bool | Collection[str]
+Saver = Callable[[nn.Module, Path, dict, dict], Path]
+Loader = Callable[[Path, dict], nn.Module]
+
+FORMAT_MODULES = {
+    "torch-sparse": "frugalml.compress.sparse_storage",
+    "torch-ao-int8": "frugalml.compress.quantize.torch_ao",
+    "pt2e-int8": "frugalml.compress.quantize.pt2e",
+    "onnx-int8": "frugalml.compress.quantize.onnxrt",
+    "torchao-weight-only": "frugalml.compress.quantize.weight_only",
+    "torch-fp16": "frugalml.compress.quantize.cast",
+    "torch-bf16": "frugalml.compress.quantize.cast",
+}
+LOADERS: dict[str, Loader] = {}
+SAVERS: dict[str, Saver] = {}
+
+
+def register_format(fmt: str, saver: Saver | None, loader: Loader) -> None:
+    """Called by the module named in FORMAT_MODULES[fmt] when it is imported."""
+    if saver is not None:
+        SAVERS[fmt] = saver
+    LOADERS[fmt] = loader
+
+
+def _format_module(fmt: str) -> None:
+    module = FORMAT_MODULES.get(fmt)
+    if module is not None and (fmt not in LOADERS or fmt not in SAVERS):
+        importlib.import_module(module)
 
 
 def module_attributes(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -30,7 +66,7 @@ def module_attributes(model: nn.Module) -> dict[str, dict[str, Any]]:
     for name, mod in model.named_modules():
         attrs = {}
         for k, v in vars(mod).items():
-            if k.startswith("_") or k == "training":
+            if k.startswith("_") or k == "training" or k.startswith("frugal_"):
                 continue
             if isinstance(v, _ATTR_TYPES) or (
                 isinstance(v, (tuple, list)) and all(isinstance(e, (int, float, bool)) for e in v)
@@ -41,7 +77,7 @@ def module_attributes(model: nn.Module) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _restore_attributes(model: nn.Module, attrs: dict[str, dict[str, Any]]) -> None:
+def restore_attributes(model: nn.Module, attrs: dict[str, dict[str, Any]]) -> None:
     mods = dict(model.named_modules())
     for name, a in attrs.items():
         mod = mods.get(name)
@@ -49,10 +85,12 @@ def _restore_attributes(model: nn.Module, attrs: dict[str, dict[str, Any]]) -> N
             continue
         for k, v in a.items():
             cur = getattr(mod, k, None)
+            if isinstance(cur, (nn.Module, torch.Tensor)) or callable(cur):
+                continue  # model.json only sets plain values, never replaces modules or methods
             setattr(mod, k, tuple(v) if isinstance(cur, tuple) and isinstance(v, list) else v)
 
 
-def _reshape_to(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+def reshape_to(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Give parameters/buffers the saved shapes (structured pruning changes them)."""
     for key, t in tensors.items():
         mod_name, _, leaf = key.rpartition(".")
@@ -68,12 +106,42 @@ def _reshape_to(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
                 mod._buffers[leaf] = torch.empty_like(t)
 
 
-def build_from_spec(spec: dict) -> nn.Module:
+def is_user_factory(name: str) -> bool:
+    return ":" in name
+
+
+def check_trusted(name: str, trust_code: Trust, where: str | Path) -> None:
+    """A `package.module:factory` ModelSpec imports and calls code: only when the caller allowed it."""
+    if not is_user_factory(name) or trust_code is True:
+        return
+    if trust_code and not isinstance(trust_code, bool) and name in trust_code:
+        return
+    raise ArtifactError(
+        f"{where}: the model is built by {name!r}, code outside frugalml; load it only if you trust that "
+        "code: frugalml.load(path, trust_code=True) or --trust-code"
+    )
+
+
+def build_from_spec(spec: dict, trust_code: Trust = False, where: str | Path = "model spec") -> nn.Module:
     from frugalml.models import build_model
 
-    return build_model(
-        spec["name"], tuple(spec["input_shape"]), spec["num_classes"], **spec.get("kwargs", {})
-    )
+    check_trusted(spec["name"], trust_code, where)
+    return build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"], **spec.get("kwargs", {}))
+
+
+def skeleton(info: dict, directory: Path, trust_code: Trust, shapes: dict[str, list[int]] | None = None) -> nn.Module:
+    """The float model an artifact was saved from, with its (possibly pruned) shapes: built from the
+    spec, attributes restored, tensors resized (to `shapes`, when the weights are stored elsewhere)."""
+    model = build_from_spec(info["spec"], trust_code, directory)
+    restore_attributes(model, info.get("module_attributes", {}))
+    if shapes:
+        before = {k: v.shape for k, v in model.state_dict().items()}
+        reshape_to(model, {k: torch.empty(s) for k, s in shapes.items()})
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if before.get(k) != v.shape:  # resized by pruning: defined values, not uninitialized memory
+                    v.zero_()
+    return model.eval()
 
 
 def dedupe_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -91,8 +159,37 @@ def dedupe_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tens
     return tensors, aliases
 
 
-def save(model: nn.Module, directory: str | Path, spec: dict, meta: dict | None = None) -> Path:
-    """Save a float model as safetensors + JSON. `spec` is the ModelSpec dict."""
+def spec_of(model: nn.Module, spec: dict | None = None) -> dict:
+    """The ModelSpec to save `model` with: the one given, or the one `build_model` attached to it."""
+    spec = spec if spec is not None else getattr(model, "frugal_spec", None)
+    if spec is None:
+        raise ConfigError(
+            f"cannot save {type(model).__name__}: frugalml does not know how to rebuild it. Build it with "
+            "frugalml.build_model(...) or pass spec=frugalml.models.model_spec('package.module:factory', "
+            "input_shape, num_classes, **kwargs)"
+        )
+    return spec
+
+
+def check_rebuildable(model: nn.Module, spec: dict) -> None:
+    """At save time, not load time: the spec must build a model with the same tensors (names)."""
+    try:
+        rebuilt = build_from_spec(spec, trust_code=True)
+    except ConfigError as e:
+        raise ConfigError(f"cannot save: {e}") from None
+    want = {k for k in model.state_dict()}
+    have = {k for k in rebuilt.state_dict()}
+    if want != have:
+        diff = sorted(want ^ have)[:4]
+        raise ConfigError(
+            f"cannot save: {spec['name']!r} with {spec.get('kwargs', {})} builds a model whose tensors differ "
+            f"from this one's (e.g. {diff}); pass the factory and options that built it"
+        )
+
+
+def save(model: nn.Module, directory: str | Path, spec: dict | None = None, meta: dict | None = None) -> Path:
+    """Save a float model as safetensors + JSON; `spec` defaults to the one build_model attached."""
+    spec = spec_of(model, spec)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
@@ -100,19 +197,19 @@ def save(model: nn.Module, directory: str | Path, spec: dict, meta: dict | None 
     save_tensors_atomic(tensors, directory / "model.safetensors")
     info = {
         "frugalml_artifact": ARTIFACT_VERSION,
+        **(meta or {}),
         "format": "torch-fp32",
         "spec": spec,
         "module_attributes": module_attributes(model),
         "aliases": aliases,
-        **(meta or {}),
     }
     atomic_write_json(directory / "model.json", info)
     return directory
 
 
 def read_info(directory: str | Path) -> dict:
-    return read_json_file(Path(directory) / "model.json", "model.json", "spec",
-                          f"{directory}: not a frugalml artifact (no model.json)")  # fmt: skip
+    """model.json, validated (one ArtifactError naming the file and key if anything is off)."""
+    return read_model_json(Path(directory) / "model.json")
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -123,27 +220,30 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ArtifactError(f"{path}: missing weights file")
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ArtifactError(f"{path}: corrupt safetensors file ({e})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0][:200]})") from None
 
 
-def _load_fp32(directory: Path, info: dict) -> nn.Module:
-    model = build_from_spec(info["spec"])
-    _restore_attributes(model, info.get("module_attributes", {}))
-    tensors = load_tensors(directory / "model.safetensors")
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], info: dict, directory: Path) -> nn.Module:
+    """Aliases restored, shapes fitted, strict load: the shared tail of every float-weights loader."""
     for k, src in info.get("aliases", {}).items():
+        if src not in tensors:
+            raise ArtifactError(f"{directory}/model.json: aliases.{k} names missing tensor {src!r}")
         tensors[k] = tensors[src]
-    _reshape_to(model, tensors)
+    reshape_to(model, tensors)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
-        raise ArtifactError(f"{directory}: weights do not fit the model ({str(e).splitlines()[0]})") from None
+        raise ArtifactError(f"{directory}: weights do not fit the model ({str(e).splitlines()[0][:200]})") from None
     return model.eval()
 
 
-LOADERS: dict[str, Callable[[Path, dict], nn.Module]] = {"torch-fp32": _load_fp32}
-# savers take (model, directory, spec, meta); techniques with their own formats register here
-SAVERS: dict[str, Callable[[nn.Module, Path, dict, dict], Path]] = {}
+def _load_fp32(directory: Path, info: dict, trust_code: Trust = False) -> nn.Module:
+    model = skeleton(info, directory, trust_code)
+    return load_state(model, load_tensors(directory / "model.safetensors"), info, directory)
+
+
+register_format("torch-fp32", None, _load_fp32)
 
 
 def save_any(model: nn.Module, directory: str | Path, spec: dict, meta: dict | None = None) -> Path:
@@ -153,33 +253,30 @@ def save_any(model: nn.Module, directory: str | Path, spec: dict, meta: dict | N
     if fmt == "torch-fp32":
         meta.pop("format", None)
         return save(model, directory, spec, meta)
+    _format_module(fmt)
     if fmt not in SAVERS:
-        from frugalml.recipe import load_stage_modules
-
-        load_stage_modules()
-    if fmt not in SAVERS:
-        raise ArtifactError(f"no saver registered for artifact format {fmt!r}; known: torch-fp32, {', '.join(SAVERS)}")
+        raise ArtifactError(f"no saver registered for artifact format {fmt!r}; known: torch-fp32, {', '.join(sorted(SAVERS))}")
     return SAVERS[fmt](model, Path(directory), spec, meta)
 
 
-def load(directory: str | Path) -> nn.Module:
-    """Load any frugalml artifact directory into a module ready for inference."""
+def load(directory: str | Path, *, trust_code: Trust = False) -> nn.Module:
+    """Load any frugalml artifact directory into a module ready for inference. A user factory named
+    in model.json is imported only with `trust_code` (True, or a collection of allowed names)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: artifact directory does not exist")
     info = read_info(directory)
-    fmt = info.get("format", "torch-fp32")
-    if fmt not in LOADERS:  # techniques register their formats when imported
-        from frugalml.recipe import load_stage_modules
-
-        load_stage_modules()
+    fmt = info["format"]
+    _format_module(fmt)
     loader = LOADERS.get(fmt)
     if loader is None:
-        raise ArtifactError(f"{directory}: unknown artifact format {fmt!r}; known: {', '.join(LOADERS)}")
-    return loader(directory, info)
+        raise ArtifactError(f"{directory}/model.json: unknown artifact format {fmt!r}; known: {', '.join(sorted(LOADERS))}")
+    check_trusted(info["spec"]["name"], trust_code, directory)
+    return loader(directory, info, trust_code=trust_code)
 
 
 def artifact_files(directory: str | Path) -> list[Path]:
     """Files that make up the deployable artifact (what size_bytes counts)."""
     d = Path(directory)
     return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".") and p.name != "metrics.json")
+

@@ -3,44 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn as nn
-from pydantic import ValidationError, create_model
 
 from frugalml import artifact
-from frugalml.config import Config
 from frugalml.errors import ConfigError
 from frugalml.models import ModelConfig, build_model
 from frugalml.stages import StageConfig, StageContext, register_stage
-from frugalml.train import TrainConfig, Trainer
-
-
-def _all_optional(cls: type[Config], name: str) -> type[Config]:
-    """A config with the same fields and constraints as `cls`, each optional (overrides)."""
-    fields: dict[str, Any] = {}
-    for fname, f in cls.model_fields.items():
-        ann = Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
-        fields[fname] = (ann | None, None)
-    return create_model(name, __base__=Config, __doc__=f"Optional overrides of {cls.__name__}.", **fields)
-
-
-TrainOverrides = _all_optional(TrainConfig, "TrainOverrides")
-
-
-def merged_train_config(defaults: TrainConfig | None, overrides: Config | None, **extra: Any) -> TrainConfig:
-    """The recipe's `train:` section updated with a stage's overrides (None means 'keep')."""
-    base = (defaults or TrainConfig()).model_dump()
-    if overrides is not None:
-        base.update({k: v for k, v in overrides.model_dump().items() if v is not None})
-    base.update({k: v for k, v in extra.items() if v is not None})
-    try:
-        return TrainConfig.model_validate(base)
-    except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"train.{key}: {first['msg']} (after applying the stage's overrides)") from None
+from frugalml.train import Trainer, TrainOverrides, merge_train
 
 
 class TrainStage(StageConfig):
@@ -77,10 +49,10 @@ def run_train_stage(model: nn.Module | None, cfg: TrainStage, ctx: StageContext)
         model = build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"], **spec["kwargs"])
     elif model is None:
         raise ConfigError(f"stages.{cfg.name}.init: 'parent' needs an earlier stage that made a model")
-    tcfg = merged_train_config(ctx.train_defaults, cfg.train, epochs=cfg.epochs)
+    tcfg = merge_train(ctx.train_defaults, cfg.train, {"epochs": cfg.epochs}, where=f"stages.{cfg.name}.train")
     if tcfg.seed is None:
         tcfg = tcfg.model_copy(update={"seed": ctx.seed})
-    trainer = Trainer(model, ctx.data, tcfg, checkpoint_dir=ctx.stage_dir / "work" / "checkpoint", log=ctx.log)
+    trainer = Trainer(model, ctx.data, tcfg, checkpoint_dir=ctx.workdir / "checkpoint", log=ctx.log)
     t0 = time.perf_counter()
     result = trainer.fit(resume=ctx.resume)
     ctx.extra_metrics["training"] = {
@@ -96,7 +68,6 @@ def run_train_stage(model: nn.Module | None, cfg: TrainStage, ctx: StageContext)
 @register_stage(LoadStage)
 def run_load_stage(model: nn.Module | None, cfg: LoadStage, ctx: StageContext) -> nn.Module:
     info = artifact.read_info(cfg.path)
-    loaded = artifact.load(cfg.path)
     spec = info["spec"]
     if tuple(spec["input_shape"]) != tuple(ctx.data.input_shape) or spec["num_classes"] != ctx.data.num_classes:
         raise ConfigError(
@@ -104,6 +75,7 @@ def run_load_stage(model: nn.Module | None, cfg: LoadStage, ctx: StageContext) -
             f"{spec['num_classes']} classes, but the data gives {list(ctx.data.input_shape)} with "
             f"{ctx.data.num_classes}"
         )
+    loaded = artifact.load(cfg.path, trust_code=ctx.trust_code)
     ctx.model_spec = spec
     ctx.artifact_meta.update({k: v for k, v in info.items() if k == "format" and v != "torch-fp32"})
     return loaded

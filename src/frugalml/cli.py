@@ -33,7 +33,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     recipe, source = load_recipe(args.recipe, args.set)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
-    results = run_recipe(recipe, out, resume=args.resume, force=args.force, source=source)
+    results = run_recipe(recipe, out, resume=args.resume, force=args.force, source=source,
+                         trust_code=args.trust_code)
     for st in results["stages"]:
         m = st["metrics"]
         b64 = (m.get("latency_ms") or {}).get("b64", {}).get("median")
@@ -43,20 +44,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace):  # noqa: ANN202 - a DataBundle
+    from frugalml.data import DataConfig, load_data
+
+    return load_data(DataConfig(name=args.data, root=args.root))
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     from frugalml import artifact
-    from frugalml.data import DataConfig, load_data
+    from frugalml._io import atomic_write_text, check_output_file
     from frugalml.measure import MeasureConfig
     from frugalml.pipeline import measure_stage
 
-    model = artifact.load(args.artifact)
-    data = load_data(DataConfig(name=args.data, root=args.root))
+    if args.out:
+        check_output_file(args.out)  # before minutes of measuring
+    info = artifact.read_info(args.artifact)
+    data = _data(args)
+    data.check_fits(info["spec"], f"artifact {args.artifact}")
+    model = artifact.load(args.artifact, trust_code=args.trust_code)
     cfg = MeasureConfig(threads=args.threads) if args.threads else MeasureConfig()
     metrics = measure_stage(model, data, cfg, Path(args.artifact))
     text = json.dumps(metrics, indent=2, default=str)
     if args.out:
-        from frugalml._io import atomic_write_text
-
         atomic_write_text(args.out, text + "\n")
         print(f"metrics written to {args.out}")
     else:
@@ -81,14 +90,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
-    from frugalml.recipe import load_stage_modules
-    from frugalml.stages import STAGES
+    from frugalml.stages import stage_kinds
 
-    load_stage_modules()
-    for kind, (cls, _) in STAGES.items():
-        fields = ", ".join(f for f in cls.model_fields if f not in ("kind", "name", "parent"))
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{kind:<10} {doc}\n{'':<10} options: {fields}")
+    for kind in stage_kinds().values():
+        for cls in kind.members():
+            variant = f" {kind.variant_key}: {cls.model_fields[kind.variant_key].default}" if kind.variant_key else ""
+            label = kind.kind + variant
+            fields = ", ".join(f for f in cls.model_fields if f not in ("kind", "name", "parent", kind.variant_key))
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            print(f"{label}\n    {doc}\n    options: {fields}")
     return 0
 
 
@@ -107,22 +117,32 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     from frugalml.compress.prune import run_sensitivity
     from frugalml.data import DataConfig
+    from frugalml.errors import ConfigError
 
-    ratios = [float(r) for r in args.ratios.split(",")]
+    try:
+        ratios = [float(r) for r in args.ratios.split(",")]
+    except ValueError:
+        raise ConfigError(f"--ratios {args.ratios!r}: expected comma-separated numbers, e.g. 0.25,0.5,0.75") from None
+    if not ratios or any(not 0 < r < 1 for r in ratios):
+        raise ConfigError(f"--ratios {args.ratios!r}: every ratio must lie strictly between 0 and 1")
     out = run_sensitivity(args.artifact, DataConfig(name=args.data, root=args.root),
-                          Path(args.out or Path(args.artifact) / "sensitivity"), ratios)
+                          Path(args.out or Path(args.artifact) / "sensitivity"), ratios, trust_code=args.trust_code)
     print(f"sensitivity table and plot: {out}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from frugalml.data import DataConfig, load_data
     from frugalml.export import export
 
-    data = load_data(DataConfig(name=args.data, root=args.root)) if args.data else None
-    rep = export(args.artifact, args.format, out=args.out, data=data)
+    data = _data(args) if args.data else None
+    rep = export(args.artifact, args.format, out=args.out, data=data, trust_code=args.trust_code)
     print(f"exported {rep.path}: max abs difference {rep.max_abs_diff:.3g}, top-1 agreement {100 * rep.top1_agreement:.2f}%")
     return 0
+
+
+def _trust(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow artifacts to import the user code (package.module:factory) their model.json names")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a recipe value, e.g. --set train.epochs=3 --set stages.1.ratio=0.5")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    r.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    r.add_argument("--force", action="store_true",
+                   help="replace an existing run directory (only a frugalml run, or an empty folder)")
+    _trust(r)
     r.set_defaults(fn=cmd_run)
 
     m = sub.add_parser("measure", help="measure a saved artifact on a dataset")
@@ -149,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--root", help="dataset directory for fashion-mnist")
     m.add_argument("--threads", type=int, help="threads for latency (default: all cores)")
     m.add_argument("--out", help="write the metrics JSON here instead of stdout")
+    _trust(m)
     m.set_defaults(fn=cmd_measure)
 
     sub.add_parser("models", help="list the model zoo").set_defaults(fn=cmd_models)
@@ -166,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", help="dataset directory for fashion-mnist")
     s.add_argument("--ratios", default="0.25,0.5,0.75", help="comma-separated pruning ratios")
     s.add_argument("--out", help="output directory (default: ARTIFACT/sensitivity)")
+    _trust(s)
     s.set_defaults(fn=cmd_sensitivity)
 
     e = sub.add_parser("export", help="export an artifact to ONNX or a torch.export .pt2 and check it")
@@ -174,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output file (default: next to the artifact)")
     e.add_argument("--data", help="dataset spec for the check batch (default: the artifact's input shape, random)")
     e.add_argument("--root", help="dataset directory for fashion-mnist")
+    _trust(e)
     e.set_defaults(fn=cmd_export)
     return p
 

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+# Recipe and stage names become folder names: letters, digits, '.', '_' and '-', starting with a
+# letter or digit (so never '..', never a path, never hidden), at most 64 characters.
+NAME_CHARS = "letters, digits, '.', '_' and '-' (starting with a letter or digit, at most 64)"
+
+
+def _safe_name(v: str) -> str:
+    ok = 0 < len(v) <= 64 and v[0].isascii() and v[0].isalnum()
+    if not ok or any(not (c.isascii() and (c.isalnum() or c in "._-")) for c in v):
+        raise ValueError(f"{v!r} is not a valid name: use {NAME_CHARS}")
+    return v
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 class Config(BaseModel):
@@ -10,3 +26,12 @@ class Config(BaseModel):
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
+
+
+class NamedConfig(Config):
+    """A config whose only required key is `name`, so YAML may say `data: digits` for `{name: digits}`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value

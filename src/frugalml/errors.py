@@ -23,3 +23,7 @@ class ArtifactError(FrugalError):
 
 class UnsupportedError(FrugalError):
     """The requested technique/backend cannot handle this model or machine."""
+
+
+class OutputError(FrugalError):
+    """An output cannot be written (read-only location, full disk, a file where a folder should be)."""

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from frugalml import artifact
-from frugalml._io import atomic_write_bytes
+from frugalml._io import atomic_write_bytes, check_output_file
 from frugalml.errors import ArtifactError, ConfigError, UnsupportedError
 
 FORMATS = ("onnx", "pt2")
@@ -115,22 +115,23 @@ def _run_pt2(path: Path, x: torch.Tensor) -> torch.Tensor:
 
 
 def export(artifact_dir: str | Path, fmt: str, out: str | Path | None = None, data: Any = None,
-           batch_size: int = 64) -> ExportReport:  # fmt: skip
+           batch_size: int = 64, trust_code: bool = False) -> ExportReport:
     """Export the artifact in `artifact_dir` to `fmt` ("onnx" or "pt2"), written to `out` (default:
     next to the artifact directory, `<dir>.onnx` / `<dir>.pt2`), and compare its outputs with the
     loaded artifact on a batch of `data` (a DataBundle or an input tensor; random if None)."""
-    import frugalml.compress.quantize  # noqa: F401 - registers the loaders of quantized formats
-
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
     directory = Path(artifact_dir)
-    model = artifact.load(directory).eval()
-    if hasattr(model, "compiled"):
-        model.compiled = False  # pt2e: compare with the very q/dq graph that is exported, not inductor's kernels
     spec = artifact.read_info(directory)["spec"]
     path = Path(out) if out is not None else directory.parent / f"{directory.name}.{fmt}"
+    check_output_file(path)
     if path.resolve().parent == directory.resolve():
         raise ConfigError(f"--out {path} is inside the artifact directory; write it elsewhere")
+    if data is not None and not isinstance(data, torch.Tensor):
+        data.check_fits(spec, f"artifact {directory}")
+    model = artifact.load(directory, trust_code=trust_code).eval()
+    if hasattr(model, "compiled"):
+        model.compiled = False  # pt2e: compare with the very q/dq graph that is exported, not inductor's kernels
     x = _check_batch(data, spec, batch_size)
     blob = _to_onnx(model, x) if fmt == "onnx" else _to_pt2(model, x)
     atomic_write_bytes(path, blob)

@@ -7,6 +7,10 @@ Run directory (versioned by `results.json["schema"]`, see docs/ARCHITECTURE.md):
 `state.json` lists the completed stages; a stage counts as done only once its artifact and
 metrics.json are written, so an interrupted run resumes at the first unfinished stage (and a
 training stage resumes from its last epoch checkpoint).
+
+Safety: every path written or removed is checked to lie inside the run directory; an existing
+folder is only replaced (`force`) or continued (`resume`) when it is a frugalml run (has our
+state.json); input errors found while a run starts leave no folder behind.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import copy
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -25,22 +30,36 @@ import torch.nn as nn
 
 from frugalml import artifact
 from frugalml._io import atomic_write_json, atomic_write_text
-from frugalml.config import Config
-from frugalml.errors import ConfigError, FrugalError
-from frugalml.recipe import dump_recipe
+from frugalml.data import DataBundle, load_data
+from frugalml.errors import ArtifactError, ConfigError, FrugalError
+from frugalml.measure import MeasureConfig, environment, measure
+from frugalml.recipe import Recipe, dump_recipe
+from frugalml.schemas import SCHEMA_VERSION, RunState, StageMetrics, read_json
 from frugalml.stages import StageConfig, StageContext, handler_for
 
-SCHEMA_VERSION = 1
 log = logging.getLogger("frugalml")
+STATE = "state.json"
 
 
-def recipe_hash(recipe: Config) -> str:
+def recipe_hash(recipe: Recipe) -> str:
     text = json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def inside(run_dir: Path, path: Path) -> Path:
+    """`path`, after checking it lies inside `run_dir` (symlinks resolved): never touch anything else."""
+    root, target = run_dir.resolve(), path.resolve()
+    if target != root and root not in target.parents:
+        raise ConfigError(f"{path}: refusing to write or delete outside the run directory {run_dir}")
+    return path
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / STATE).is_file()
+
+
 def _attach_file_log(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "run.log")
+    handler = logging.FileHandler(inside(run_dir, run_dir / "run.log"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     if log.level == logging.NOTSET or log.level > logging.INFO:
@@ -48,79 +67,138 @@ def _attach_file_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def _prepare_run_dir(run_dir: Path, recipe: Config, resume: bool, force: bool) -> dict:
-    state_path = run_dir / "state.json"
+def check_output_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """Everything that can be said about --out before any work: refuse what would lose user files."""
+    if run_dir.is_symlink():
+        raise ConfigError(f"{run_dir}: is a symbolic link; give the real folder as --out")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: exists and is not a folder; choose another --out")
+    nonempty = run_dir.is_dir() and any(run_dir.iterdir())
+    if nonempty and not is_run_dir(run_dir):
+        what = "--resume" if resume else "--force" if force else "it"
+        raise ConfigError(
+            f"{run_dir}: is not empty and is not a frugalml run (no {STATE}); {what} would touch files "
+            "that are not ours: choose another --out"
+        )
+    if nonempty and not (resume or force):
+        raise ConfigError(f"{run_dir}: already exists; use --resume to continue it, --force to overwrite, or another --out")
+    if resume and not nonempty:
+        raise ConfigError(f"{run_dir}: nothing to resume (no {STATE}); run without --resume")
+    probe = run_dir if run_dir.is_dir() else next((p for p in run_dir.parents if p.exists()), Path("."))
+    if not probe.is_dir():
+        raise ConfigError(f"{probe}: is not a folder, so {run_dir} cannot be created")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{probe}: not writable, so the run cannot be written to {run_dir}")
+
+
+def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool) -> dict:
     digest = recipe_hash(recipe)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if resume and state_path.is_file():
-            state = json.loads(state_path.read_text())
-            if state.get("recipe_hash") != digest:
-                raise ConfigError(
-                    f"{run_dir}: was started with a different recipe; resume with the same recipe and "
-                    "--set values, or use another --out"
-                )
-            return state
-        if not force and not resume:
-            raise ConfigError(f"{run_dir}: already exists; use --resume to continue it, --force to overwrite, or another --out")
-        if force:
-            shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / STATE
+    if resume and is_run_dir(run_dir):
+        state = read_json(state_path, RunState)
+        if state.get("recipe_hash") != digest:
+            raise ConfigError(
+                f"{run_dir}: was started with a different recipe; resume with the same recipe and "
+                "--set values, or use another --out"
+            )
+        return state
+    if force and is_run_dir(run_dir):
+        shutil.rmtree(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{run_dir}: cannot create the run folder ({e.strerror or e})") from None
     state = {"recipe_hash": digest, "completed": [], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_json(state_path, state)
     return state
 
 
-def measure_stage(model: nn.Module, data: Any, measure_cfg: Any, stage_dir: Path | None) -> dict:
+def measure_stage(model: nn.Module, data: DataBundle, measure_cfg: MeasureConfig | None, stage_dir: Path | None) -> dict:
     """The same measurement for every stage; wrappers around other runtimes are measured via predict."""
-    from frugalml.measure import measure
-
+    files = artifact.artifact_files(stage_dir) if stage_dir is not None else None
     runtime = getattr(model, "frugal_runtime", None)
     if runtime is None:
-        return measure(model, data, measure_cfg, artifact_dir=stage_dir)
+        return measure(model, data, measure_cfg, files=files)
     cost_model = getattr(model, "frugal_cost_model", None)
-    return measure(cost_model, data, measure_cfg, artifact_dir=stage_dir, runtime=runtime, predict=model)
+    return measure(cost_model, data, measure_cfg, files=files, runtime=runtime, predict=model)
 
 
-def run_stage(
-    stage: StageConfig, model: nn.Module | None, spec: dict, data: Any, recipe: Config, stage_dir: Path,
-    resume: bool, parent_metrics: dict | None,
-) -> tuple[nn.Module, dict, dict]:
-    """Apply one stage to a copy of `model`; save its artifact; measure it. Returns (model, spec, metrics)."""
-    ctx = StageContext(
-        data=data, model_spec=copy.deepcopy(spec), stage_dir=stage_dir, train_defaults=recipe.train,
-        measure_config=recipe.measure, seed=recipe.seed, resume=resume, log=log, parent_metrics=parent_metrics,
+def _check_parent(stage: StageConfig, parent: str | None, models: dict[str, nn.Module], parents: dict) -> None:
+    """A stage that needs a float model must not start from a quantized runtime: name the one to use."""
+    model = models.get(parent) if parent else None
+    if model is None or getattr(type(stage), "accepts_quantized", False):
+        return
+    runtime = getattr(model, "frugal_runtime", None)
+    if runtime is None:
+        return
+    ancestor = parents.get(parent)
+    while ancestor is not None and getattr(models.get(ancestor), "frugal_runtime", None) is not None:
+        ancestor = parents.get(ancestor)
+    instead = f"set parent: {ancestor} (the float model it came from)" if ancestor else "start from a float model"
+    raise ConfigError(
+        f"stages.{stage.name}.parent: stage {parent!r} holds a {runtime} model, which a {stage.kind} stage "
+        f"cannot start from; {instead}"
     )
-    (stage_dir / "work").mkdir(parents=True, exist_ok=True)
+
+
+def run_stage(stage: StageConfig, model: nn.Module | None, spec: dict, ctx: StageContext) -> tuple[nn.Module, dict, dict]:
+    """Apply one stage to a copy of `model`; save its artifact; measure it. Returns (model, spec, metrics)."""
+    inside(ctx.stage_dir.parents[1], ctx.workdir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     out = handler_for(stage)(copy.deepcopy(model) if model is not None else None, stage, ctx)
     seconds = time.perf_counter() - t0
     out.eval()
-    artifact.save_any(out, stage_dir, ctx.model_spec, ctx.artifact_meta)
-    metrics = measure_stage(out, data, recipe.measure, stage_dir)
+    artifact.save_any(out, ctx.stage_dir, ctx.model_spec, ctx.artifact_meta)
+    metrics = measure_stage(out, ctx.data, ctx.measure_config, ctx.stage_dir)
     metrics.update(ctx.extra_metrics)
     metrics["stage_seconds"] = round(seconds, 2)
     return out, ctx.model_spec, metrics
 
 
-def run_recipe(
-    recipe: Config, run_dir: str | Path, *, resume: bool = False, force: bool = False, source: str = "recipe"
-) -> dict:
-    """Run every stage of `recipe` into `run_dir`; returns the results dict (also written to disk)."""
-    from frugalml.data import load_data
-    from frugalml.measure import environment
+def _precheck(recipe: Recipe) -> DataBundle:
+    """Input errors that can be found before the first file is written: data, load paths."""
+    data = load_data(recipe.data)
+    if len(data.y_test) == 0 and recipe.measure.accuracy:
+        raise ConfigError(f"data: dataset {data.name!r} has an empty test split, so no accuracy can be reported")
+    for i, st in enumerate(recipe.stages):
+        path = getattr(st, "path", None)
+        if st.kind == "load" and path is not None:
+            try:
+                artifact.read_info(path)
+            except ArtifactError as e:
+                raise ConfigError(f"stages.{i}.path: {e}") from None
+    return data
+
+
+def _load_completed(stage_dir: Path, trust: Any) -> tuple[nn.Module, dict, dict]:
+    model = artifact.load(stage_dir, trust_code=trust)
+    spec = artifact.read_info(stage_dir)["spec"]
+    metrics = read_json(stage_dir / "metrics.json", StageMetrics)
+    return model, spec, metrics
+
+
+def run_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: bool = False,
+               source: str = "recipe", trust_code: bool = False) -> dict:
+    """Run every stage of `recipe` into `run_dir`; returns the results dict (also written to disk).
+    `trust_code`: artifacts may import any user factory (else only those the recipe names)."""
     from frugalml.report import write_reports
 
     run_dir = Path(run_dir)
+    check_output_dir(run_dir, resume, force)
+    threads = recipe.measure.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    data = _precheck(recipe)
+    created = not run_dir.exists()
     state = _prepare_run_dir(run_dir, recipe, resume, force)
     handler = _attach_file_log(run_dir)
+    trust: bool | frozenset[str] = True if trust_code else recipe.user_factories()
     try:
         atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
-        threads = recipe.measure.threads or torch.get_num_threads()
-        torch.set_num_threads(threads)
-        data = load_data(recipe.data)
         log.info("data %s", data.describe())
         base_spec = recipe.model.spec(data.input_shape, data.num_classes)
-        models: dict[str, tuple[nn.Module, dict]] = {}
+        models: dict[str, nn.Module] = {}
+        specs: dict[str, dict] = {}
+        parents: dict[str, str | None] = {}
         stage_results: list[dict] = []
         results = {
             "schema": SCHEMA_VERSION, "recipe": recipe.name, "source": source,
@@ -129,20 +207,23 @@ def run_recipe(
         prev: str | None = None
         for stage in recipe.stages:
             parent = None if stage.starts_fresh() else (stage.parent or prev)
-            stage_dir = run_dir / "stages" / stage.name
-            parent_model, parent_spec = models.get(parent, (None, base_spec)) if parent else (None, base_spec)
+            stage_dir = inside(run_dir, run_dir / "stages" / stage.name)
+            _check_parent(stage, parent, models, parents)
             parent_metrics = next((s["metrics"] for s in stage_results if s["name"] == parent), None)
             if stage.name in state["completed"] and (stage_dir / "metrics.json").is_file():
                 log.info("stage %s: already complete, loading its artifact", stage.name)
-                model = artifact.load(stage_dir)
-                spec = artifact.read_info(stage_dir)["spec"]
-                metrics = json.loads((stage_dir / "metrics.json").read_text())
+                model, spec, metrics = _load_completed(stage_dir, trust)
             else:
                 log.info("stage %s (%s) from %s", stage.name, stage.kind, parent or "scratch")
+                ctx = StageContext(
+                    data=data, model_spec=copy.deepcopy(specs.get(parent, base_spec) if parent else base_spec),
+                    stage_dir=stage_dir, train_defaults=recipe.train, measure_config=recipe.measure,
+                    seed=recipe.seed, resume=resume, log=log, parent_metrics=parent_metrics,
+                    stage_models=models, trust_code=trust,
+                )
                 try:
-                    model, spec, metrics = run_stage(
-                        stage, parent_model, parent_spec, data, recipe, stage_dir, resume, parent_metrics
-                    )
+                    model, spec, metrics = run_stage(stage, models.get(parent) if parent else None,
+                                                     ctx.model_spec, ctx)
                 except FrugalError:
                     # bad input for this stage: leave nothing half-written (an interrupted stage, in
                     # contrast, keeps its checkpoints under work/ so --resume can continue it)
@@ -150,8 +231,8 @@ def run_recipe(
                     raise
                 atomic_write_json(stage_dir / "metrics.json", metrics)
                 state["completed"].append(stage.name)
-                atomic_write_json(run_dir / "state.json", state)
-            models[stage.name] = (model, spec)
+                atomic_write_json(run_dir / STATE, state)
+            models[stage.name], specs[stage.name], parents[stage.name] = model, spec, parent
             stage_results.append({
                 "name": stage.name, "kind": stage.kind, "parent": parent,
                 "artifact": f"stages/{stage.name}", "config": stage.model_dump(mode="json"), "metrics": metrics,
@@ -161,9 +242,13 @@ def run_recipe(
             atomic_write_json(run_dir / "results.json", results)
             prev = stage.name
         state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        atomic_write_json(run_dir / "state.json", state)
+        atomic_write_json(run_dir / STATE, state)
         write_reports(run_dir, results)
         return results
+    except FrugalError:
+        if created and not state["completed"]:
+            shutil.rmtree(inside(run_dir, run_dir), ignore_errors=True)  # ours, made by this call, nothing done
+        raise
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -1,48 +1,49 @@
 """Recipes: YAML that maps 1:1 onto the typed configs, validated with readable one-line errors.
 
-The schema is generated from the registered stage configs (`frugalml.stages.STAGES`), so a new
-technique appears in recipes the moment its config is registered.
+`Recipe` is a plain config class; its `stages:` entries are the union of the registered stage
+configs (`frugalml.stages`), so a new technique appears in recipes the moment its config is
+registered. A recipe may start from another with `extends: other.yaml` (a path relative to the
+recipe): mappings are merged key by key, anything else (lists such as `stages`, values) is replaced.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.resources
-from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from frugalml.config import Config
+from frugalml.config import Config, SafeName
+from frugalml.data import DataConfig
 from frugalml.errors import ConfigError
-from frugalml.stages import stage_configs
-
-# Modules whose import registers stage kinds. A technique adds itself here once.
-STAGE_MODULES = (
-    "frugalml.builtin_stages",
-    "frugalml.compress.prune",
-    "frugalml.compress.quantize",
-)
+from frugalml.measure.config import MeasureConfig
+from frugalml.models import ModelConfig
+from frugalml.stages import StageConfig, stage_kinds, stage_union
+from frugalml.train import TrainConfig
 
 DEFAULT_RECIPE = "default.yaml"
+MAX_EXTENDS_DEPTH = 8
+
+StageSpec = stage_union()
 
 
-def load_stage_modules() -> None:
-    for name in STAGE_MODULES:
-        importlib.import_module(name)
+class Recipe(Config):
+    """A run: which data and model, how to train and measure, and the stages in order."""
 
-
-class _RecipeBase(Config):
-    name: str = "run"
+    name: SafeName = "run"
     seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    measure: MeasureConfig = MeasureConfig()
+    stages: list[StageSpec] = Field(min_length=1)  # type: ignore[valid-type]
 
     @model_validator(mode="after")
-    def _check_stage_graph(self):  # type: ignore[no-untyped-def]
-        stages = getattr(self, "stages", [])
+    def _check_stage_graph(self) -> Recipe:
         seen: set[str] = set()
-        for i, st in enumerate(stages):
+        for i, st in enumerate(self.stages):
             if st.name is None:
                 base, k = st.kind, 2
                 st.name = base
@@ -56,52 +57,68 @@ class _RecipeBase(Config):
                     f"allowed: {', '.join(sorted(seen)) or '(none: this is the first stage)'}"
                 )
             seen.add(st.name)
-        if stages and getattr(stages[0], "kind", None) not in ("train", "load"):
+        if self.stages and self.stages[0].kind not in ("train", "load"):
             raise ValueError("stages.0.kind: the first stage must make a model: 'train' or 'load'")
         return self
 
-
-@cache
-def recipe_model() -> type[BaseModel]:
-    """The Recipe pydantic model, built from the configs registered at import time."""
-    from frugalml.data import DataConfig
-    from frugalml.measure import MeasureConfig
-    from frugalml.models import ModelConfig
-    from frugalml.train import TrainConfig
-
-    load_stage_modules()
-    configs = tuple(stage_configs())
-    stage_union = Annotated[Union[configs], Field(discriminator="kind")]  # noqa: UP007
-    return create_model(
-        "Recipe",
-        __base__=_RecipeBase,
-        data=(DataConfig, DataConfig()),
-        model=(ModelConfig, ModelConfig()),
-        train=(TrainConfig, TrainConfig()),
-        measure=(MeasureConfig, MeasureConfig()),
-        stages=(list[stage_union], Field(min_length=1)),
-    )
+    def user_factories(self) -> frozenset[str]:
+        """`package.module:factory` names this recipe itself asks to build: trusted by its run."""
+        names = {self.model.name} | {getattr(getattr(s, "model", None), "name", "") for s in self.stages}
+        return frozenset(n for n in names if ":" in n)
 
 
-def default_recipe_text() -> str:
-    return importlib.resources.files("frugalml.recipes").joinpath(DEFAULT_RECIPE).read_text()
+# --- YAML with duplicate keys refused ------------------------------------------------------------
 
 
-def _allowed_keys(model_cls: type[BaseModel]) -> list[str]:
-    return sorted(model_cls.model_fields)
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (YAML keeps the last silently)."""
 
 
-def _model_at(root: type[BaseModel], raw: Any, loc: tuple) -> type[BaseModel] | None:
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a plain value",
+                                                    key_node.start_mark) from None
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one mapping (first on line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node, deep=deep))
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}:{where} not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML (nested too deeply)") from None
+
+
+# --- validation errors as one line per problem ---------------------------------------------------
+
+
+def _model_at(raw: Any, loc: tuple) -> type[BaseModel] | None:
     """The config class whose fields live at `loc` (for 'allowed keys' hints)."""
-    from frugalml.stages import STAGES
-
-    cls: Any = root
+    cls: Any = Recipe
     node = raw
     for part in loc:
         if isinstance(part, int):
             node = node[part] if isinstance(node, list) and part < len(node) else None
-            if isinstance(node, dict) and node.get("kind") in STAGES:
-                cls = STAGES.get(node["kind"])[0]
+            if isinstance(node, dict):
+                cls = _stage_class(node) or cls
             continue
         if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
             return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
@@ -112,11 +129,21 @@ def _model_at(root: type[BaseModel], raw: Any, loc: tuple) -> type[BaseModel] | 
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
+def _stage_class(node: dict) -> type[StageConfig] | None:
+    kind = stage_kinds().get(node.get("kind"))  # type: ignore[arg-type]
+    if kind is None:
+        return None
+    if kind.variant_key is None:
+        return kind.config
+    return kind.variants.get(node.get(kind.variant_key, kind.default_variant), kind.config)
+
+
 def _clean_loc(loc: tuple, raw: Any) -> tuple:
-    """Drop pydantic's union-tag parts (e.g. ('stages', 1, 'prune', 'ratio') -> ('stages', 1, 'ratio'))."""
+    """Drop pydantic's union-tag parts (e.g. ('stages', 1, 'prune', 'structured', 'ratio') ->
+    ('stages', 1, 'ratio'))."""
     out, node = [], raw
     for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("kind") == part:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and part in node.values():
             continue
         if isinstance(part, str) and part.startswith(("function-", "union[", "literal[")):
             continue
@@ -130,33 +157,48 @@ def _clean_loc(loc: tuple, raw: Any) -> tuple:
     return tuple(out)
 
 
+def _tag_message(e: dict, loc: tuple, raw: Any) -> tuple[tuple, str]:
+    """Which key a union tag error is about, and its allowed values."""
+    node: Any = raw
+    for part in loc:
+        node = node.get(part) if isinstance(node, dict) else node[part] if isinstance(node, list) else None
+    kind = stage_kinds().get(node.get("kind")) if isinstance(node, dict) else None
+    if kind is not None and kind.variant_key:  # the second-level tag
+        key, allowed = kind.variant_key, list(kind.variants)
+    else:
+        key, allowed = "kind", list(stage_kinds())
+    value = node.get(key) if isinstance(node, dict) else None
+    what = f"unknown {key} {value!r}" if value is not None else f"missing '{key}'"
+    return (*loc, key), f"{what}; allowed: {', '.join(allowed)}"
+
+
 def format_validation_error(err: ValidationError, raw: Any, source: str) -> str:
     lines = []
-    root = recipe_model()
     for e in err.errors():
         loc = _clean_loc(tuple(e["loc"]), raw)
-        key = ".".join(str(p) for p in loc) or "(top level)"
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            cls = _model_at(root, raw, loc[:-1])
-            allowed = ", ".join(_allowed_keys(cls)) if cls else "?"
-            msg = f"unknown key; allowed keys here: {allowed}"
-        elif e["type"] == "union_tag_invalid":
-            from frugalml.stages import STAGES
-
-            msg = f"unknown stage kind {e['input'].get('kind')!r}; allowed: {', '.join(STAGES.names())}"
-        elif e["type"] == "union_tag_not_found":
-            from frugalml.stages import STAGES
-
-            msg = f"missing 'kind'; allowed: {', '.join(STAGES.names())}"
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc, msg = _tag_message(e, loc, raw)
+        elif e["type"] == "extra_forbidden":
+            cls = _model_at(raw, loc[:-1])
+            msg = f"unknown key; allowed keys here: {', '.join(sorted(cls.model_fields)) if cls else '?'}"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
             if msg.startswith(("stages.", "data.", "model.", "train.")):
                 key, _, msg = msg.partition(": ")
-        if "input" in e and e["type"] not in ("extra_forbidden", "missing") and not isinstance(e["input"], dict):
-            msg += f" (got {e['input']!r})"
+                loc = (key,)
+        elif e["type"] == "model_type" or e["type"] == "dict_type":
+            msg = "expected a mapping of keys" + (" (or a name)" if loc and loc[-1] in ("data", "model") else "")
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        shown = e.get("input")
+        if e["type"] not in ("extra_forbidden", "missing", "union_tag_invalid", "union_tag_not_found") and \
+                not isinstance(shown, (dict, list)):
+            msg += f" (got {shown!r:.80})"
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines[:5]) + (f"\n... and {len(lines) - 5} more" if len(lines) > 5 else "")
+
+
+# --- overrides, extends, loading ----------------------------------------------------------------------
 
 
 def parse_value(text: str) -> Any:
@@ -188,43 +230,93 @@ def apply_overrides(raw: dict, overrides: list[str], source: str = "--set") -> d
                 if last:
                     node[part] = parse_value(value)
                 else:
-                    node = node.setdefault(part, {})
+                    nxt = node.get(part)
+                    if isinstance(nxt, str) and part in ("data", "model"):  # short form `data: digits`
+                        nxt = node[part] = {"name": nxt}
+                    node = nxt if isinstance(nxt, (dict, list)) else node.setdefault(part, {})
+                    if not isinstance(node, (dict, list)):
+                        raise ConfigError(f"{source} {path}: {where} is a value, not a section")
             else:
                 raise ConfigError(f"{source} {path}: {'.'.join(parts[:i])} is a value, not a section")
     return raw
 
 
-def load_recipe_text(text: str, source: str, overrides: list[str] | None = None) -> Config:
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base.get(k), v) if k in base else v
+        return out
+    return over
+
+
+def _resolve_extends(raw: dict, source: str, base_dir: Path | None, depth: int = 0) -> dict:
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{source}: extends: expected the path of another recipe file")
+    if base_dir is None:
+        raise ConfigError(f"{source}: extends: only a recipe file can extend another (paths are relative to it)")
+    if depth >= MAX_EXTENDS_DEPTH:
+        raise ConfigError(f"{source}: extends: more than {MAX_EXTENDS_DEPTH} levels (a cycle?)")
+    path = (base_dir / parent).resolve()
+    base_raw = _read_mapping(path, f"{source}: extends")
+    base_raw = _resolve_extends(base_raw, str(path), path.parent, depth + 1)
+    return _merge(base_raw, raw)
+
+
+def _read_mapping(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{what}: recipe file {path} not found")
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{source}:{where} not valid YAML ({getattr(e, 'problem', e)})") from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read recipe ({e})") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping with keys data, model, train, measure, stages")
+    return raw
+
+
+def load_recipe_text(text: str, source: str, overrides: list[str] | None = None,
+                     base_dir: Path | None = None) -> Recipe:
+    raw = parse_yaml(text, source)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a recipe is a mapping with keys data, model, train, measure, stages")
+    raw = _resolve_extends(raw, source, base_dir)
     raw = apply_overrides(raw, overrides or [])
     try:
-        return recipe_model().model_validate(raw)
+        return Recipe.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, raw, source)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
 
 
-def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> tuple[Config, str]:
+def default_recipe_text() -> str:
+    return importlib.resources.files("frugalml.recipes").joinpath(DEFAULT_RECIPE).read_text()
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> tuple[Recipe, str]:
     """Load a recipe file (None → the built-in default). Returns (recipe, source name)."""
     if path is None:
         return load_recipe_text(default_recipe_text(), "default recipe", overrides), "default"
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, not a recipe file")
     if not p.is_file():
         raise ConfigError(f"{p}: recipe file not found")
     try:
         text = p.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot read recipe ({e})") from None
-    return load_recipe_text(text, str(p), overrides), str(p)
+    return load_recipe_text(text, str(p), overrides, base_dir=p.parent), str(p)
 
 
-def dump_recipe(recipe: Config) -> str:
+def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

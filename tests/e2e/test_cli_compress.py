@@ -49,11 +49,6 @@ def test_quantize_stage_reports_honest_baselines_and_reloads(tmp_path):
 
 @pytest.mark.parametrize("method", ["structured", "unstructured"])
 def test_prune_then_quantize_composes(tmp_path, method):
-    pytest.importorskip("frugalml.compress.prune")
-    from frugalml.recipe import STAGE_MODULES
-
-    if "frugalml.compress.prune" not in STAGE_MODULES:
-        pytest.skip("prune stage not registered")
     raw = tiny_recipe(
         model={"name": "cnn", "kwargs": {"channels": [8, 16]}},
         stages=[

@@ -113,7 +113,7 @@ def test_artifact_dir_sizes_the_files(tiny_cnn, bundle, fast_cfg, fake_gemm, tmp
 
     spec = {"name": "cnn", "kwargs": {}, "input_shape": [1, 8, 8], "num_classes": 3}
     d = artifact.save(tiny_cnn, tmp_path / "a", spec)
-    r = measure(tiny_cnn, bundle, fast_cfg, artifact_dir=d)
+    r = measure(tiny_cnn, bundle, fast_cfg, files=artifact.artifact_files(d))
     assert r["size_bytes"] == sum(p.stat().st_size for p in artifact.artifact_files(d))
 
 

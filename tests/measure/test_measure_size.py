@@ -34,15 +34,15 @@ def test_artifact_size_is_sum_of_files(tmp_path):
     d = artifact.save(m, tmp_path / "art", spec)
     (d / "metrics.json").write_text("{}")  # not part of the artifact
     files = artifact.artifact_files(d)
-    r = size_metrics(m, d)
+    r = size_metrics(m, files)
     assert r["size_bytes"] == sum(p.stat().st_size for p in files)
     assert r["compressed_bytes"] == compress(b"".join(p.read_bytes() for p in files))[0]
     assert "model.safetensors" in r["size_method"] and "metrics.json" not in r["size_method"]
 
 
-def test_missing_artifact_dir_is_a_user_error(tmp_path):
-    with pytest.raises(ArtifactError, match="does not exist"):
-        size_metrics(None, tmp_path / "nope")
+def test_missing_artifact_file_is_a_user_error(tmp_path):
+    with pytest.raises(ArtifactError, match="missing.*nope"):
+        size_metrics(None, [tmp_path / "nope"])
 
 
 def test_no_model_no_artifact_gives_nones():

@@ -156,11 +156,12 @@ def test_bad_shape_or_classes(shape, classes):
 
 def test_user_factory_builds_and_round_trips(user_path, tmp_path):
     spec = ModelConfig(name=f"{USER}:tiny_net", activation="tanh", kwargs={"hidden": 5}).spec((1, 8, 8), 4)
-    model = artifact.build_from_spec(spec)
+    model = artifact.build_from_spec(spec, trust_code=True)
     assert model[1].out_features == 5 and isinstance(model[2], nn.Tanh)
     artifact.save(model, tmp_path / "u", spec)
     x = torch.randn(2, 1, 8, 8)
-    assert torch.equal(artifact.load(tmp_path / "u")(x), model(x))
+    assert torch.equal(artifact.load(tmp_path / "u", trust_code=True)(x), model(x))
+    assert torch.equal(artifact.load(tmp_path / "u", trust_code={f"{USER}:tiny_net"})(x), model(x))
 
 
 def test_user_factory_without_activation_option(user_path):

@@ -20,6 +20,7 @@ import torch.nn as nn
 from frugalml import artifact
 from frugalml._io import atomic_write_json, save_tensors_atomic
 from frugalml.errors import ArtifactError
+from frugalml.schemas import ARTIFACT_VERSION
 
 FORMAT = "torch-sparse"
 WEIGHTS_FILE = "model.sparse.safetensors"
@@ -97,7 +98,7 @@ def save_sparse(model: nn.Module, directory: str | Path, spec: dict, meta: dict 
     # drop a dense weights file left by an earlier save so size_bytes counts only this artifact
     (directory / "model.safetensors").unlink(missing_ok=True)
     info = {
-        "frugalml_artifact": artifact.ARTIFACT_VERSION,
+        "frugalml_artifact": ARTIFACT_VERSION,
         **(meta or {}),
         "format": FORMAT,
         "spec": spec,
@@ -109,23 +110,14 @@ def save_sparse(model: nn.Module, directory: str | Path, spec: dict, meta: dict 
     return directory
 
 
-def load_sparse(directory: Path, info: dict) -> nn.Module:
+def load_sparse(directory: Path, info: dict, trust_code: artifact.Trust = False) -> nn.Module:
     directory = Path(directory)
     if "sparse_layout" not in info:  # a dense save that was only labelled sparse
-        return artifact.LOADERS["torch-fp32"](directory, info)
-    model = artifact.build_from_spec(info["spec"])
-    artifact._restore_attributes(model, info.get("module_attributes", {}))
+        return artifact.LOADERS["torch-fp32"](directory, info, trust_code=trust_code)
+    model = artifact.skeleton(info, directory, trust_code)
     path = directory / WEIGHTS_FILE
     tensors = decode(artifact.load_tensors(path), info["sparse_layout"], path)
-    for k, src in info.get("aliases", {}).items():
-        tensors[k] = tensors[src]
-    artifact._reshape_to(model, tensors)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        raise ArtifactError(f"{directory}: weights do not fit the model ({str(e).splitlines()[0]})") from None
-    return model.eval()
+    return artifact.load_state(model, tensors, info, directory)
 
 
-artifact.SAVERS[FORMAT] = save_sparse
-artifact.LOADERS[FORMAT] = load_sparse
+artifact.register_format(FORMAT, save_sparse, load_sparse)

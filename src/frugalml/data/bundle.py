@@ -49,6 +49,17 @@ class DataBundle:
         reps = -(-batch_size // len(x))
         return x.repeat(reps, 1, 1, 1)[:batch_size].contiguous()
 
+    def check_fits(self, spec: dict, what: str) -> None:
+        """One line naming both shapes when this data cannot feed a model built for `spec`."""
+        from frugalml.errors import DataError
+
+        shape, classes = list(spec["input_shape"]), int(spec["num_classes"])
+        if list(self.input_shape) != shape or self.num_classes != classes:
+            raise DataError(
+                f"{what} takes input {shape} with {classes} classes, but dataset {self.name!r} gives "
+                f"{list(self.input_shape)} with {self.num_classes} classes; use the data the model was made for"
+            )
+
     def describe(self) -> dict:
         return {
             "name": self.name,

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from frugalml.config import Config
+from frugalml.config import NamedConfig
 
 
-class DataConfig(Config):
+class DataConfig(NamedConfig):
     """Which dataset to load and how to split, cap and normalize it.
 
     `name` is a spec: `digits`, `fashion-mnist`, `idx:DIR`, `folder:DIR` or `synthetic`

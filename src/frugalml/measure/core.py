@@ -9,7 +9,7 @@ MACs) still come from `model` when one is given.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,12 +67,13 @@ def measure(
     data: Any,
     cfg: MeasureConfig | None = None,
     *,
-    artifact_dir: str | Path | None = None,
+    files: Sequence[Path] | None = None,
     runtime: str = "torch-eager",
     predict: Callable[[torch.Tensor], Any] | None = None,
 ) -> dict:
     """Accuracy, cost, size, latency, memory, energy and roofline numbers of one model on `data`
-    (a frugalml DataBundle). Keys as in ARCHITECTURE.md's results.json; unknowable ones are None."""
+    (a frugalml DataBundle). Keys as in ARCHITECTURE.md's results.json; unknowable ones are None.
+    `files`: the artifact's files, whose bytes are its size (else the state_dict's, in memory)."""
     cfg = cfg or MeasureConfig()
     if model is None and predict is None:
         raise ValueError("measure() needs a model, a predict callable, or both")
@@ -96,7 +97,7 @@ def measure(
         out.update(params=params, nonzero_params=nonzero, macs=cost["macs"], flops=cost["flops"])
         out["flops_method"] = cost["flops_method"]
 
-        out.update(size_metrics(model, artifact_dir))
+        out.update(size_metrics(model, files))
 
         timings = {bs: measure_latency(run, data.sample_input(bs), cfg) for bs in cfg.batch_sizes}
         out["latency_ms"] = {f"b{bs}": {k: t[k] for k in LATENCY_KEYS} for bs, t in timings.items()}

@@ -1,6 +1,7 @@
 """Storage cost: bytes on disk and bytes after a strong general-purpose compressor.
 
-With an artifact directory, size is what a deployment ships: every file `artifact_files()` lists.
+Given the artifact's files, size is what a deployment ships (the caller lists them:
+`frugalml.artifact.artifact_files(dir)`).
 Without one, it is the model's state_dict serialized with safetensors in memory. Compressed size
 (zstd level 19; zlib level 9 if zstandard is missing) shows what sparsity and low-entropy weights
 buy at rest, which raw size hides.
@@ -9,13 +10,12 @@ buy at rest, which raw size hides.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from frugalml.artifact import artifact_files
 from frugalml.errors import ArtifactError
 
 try:
@@ -84,12 +84,13 @@ def state_dict_blob(model: nn.Module) -> bytes:
     )
 
 
-def size_metrics(model: nn.Module | None, artifact_dir: str | Path | None) -> dict:
+def size_metrics(model: nn.Module | None, files: Sequence[Path] | None) -> dict:
     """{"size_bytes", "compressed_bytes", "compression", "size_method"}; Nones if nothing to size."""
-    if artifact_dir is not None:
-        if not Path(artifact_dir).is_dir():
-            raise ArtifactError(f"{artifact_dir}: artifact directory does not exist")
-        files = artifact_files(artifact_dir)
+    if files is not None:
+        missing = [str(p) for p in files if not Path(p).is_file()]
+        if missing or not files:
+            raise ArtifactError(f"artifact file(s) missing: {', '.join(missing) or '(none given)'}")
+        files = [Path(p) for p in files]
         blob = b"".join(p.read_bytes() for p in files)
         method = f"artifact files ({', '.join(p.name for p in files)})"
     elif model is not None:

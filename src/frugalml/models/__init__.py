@@ -10,7 +10,7 @@ from frugalml.models import cnn, lenet, mlp, mobilenet, resnet, rnn, shufflenet,
 from frugalml.models._activations import ACTIVATIONS, activation_names, make_activation
 from frugalml.models._config import ModelConfig
 from frugalml.models._pruning import pruning_hints, sync_after_pruning
-from frugalml.models._registry import MODELS, build_model, list_models, register_model
+from frugalml.models._registry import MODELS, build_model, list_models, model_spec, register_model
 
 __all__ = [
     "ACTIVATIONS",
@@ -20,6 +20,7 @@ __all__ = [
     "build_model",
     "list_models",
     "make_activation",
+    "model_spec",
     "pruning_hints",
     "register_model",
     "sync_after_pruning",

@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import field_validator, model_validator
 
-from frugalml.config import Config
+from frugalml.config import NamedConfig
 from frugalml.models._activations import activation_names
-from frugalml.models._registry import MODELS, factory_options
+from frugalml.models._registry import MODELS, factory_options, model_spec
 
 
-class ModelConfig(Config):
+class ModelConfig(NamedConfig):
     name: str = "cnn"  # a zoo name (`frugal ls models`) or 'package.module:factory'
     activation: str = "relu"
     kwargs: dict[str, Any] = {}  # family options, e.g. {"width": 16, "depth": 2}
@@ -48,9 +48,4 @@ class ModelConfig(Config):
 
     def spec(self, input_shape: tuple[int, int, int] | list[int], num_classes: int) -> dict:
         """The ModelSpec: everything `build_model` needs to rebuild this model."""
-        return {
-            "name": self.name,
-            "kwargs": {**self.kwargs, "activation": self.activation},
-            "input_shape": [int(s) for s in input_shape],
-            "num_classes": int(num_classes),
-        }
+        return model_spec(self.name, input_shape, num_classes, **{**self.kwargs, "activation": self.activation})

@@ -91,4 +91,12 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
         raise ConfigError(
             f"model {name!r}: factory returned {type(model).__name__}, expected torch.nn.Module"
         )
+    # how to rebuild it: frugalml.save(model, dir) needs nothing else
+    model.frugal_spec = model_spec(name, shape, num_classes, **kwargs)
     return model
+
+
+def model_spec(name: str, input_shape: Any, num_classes: int, **kwargs: Any) -> dict:
+    """The ModelSpec dict artifacts store: what `build_model` needs to rebuild a model."""
+    return {"name": name, "kwargs": dict(kwargs), "input_shape": [int(s) for s in input_shape],
+            "num_classes": int(num_classes)}

@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from frugalml._io import atomic_write_bytes, atomic_write_text, read_json_file
+from frugalml._io import atomic_write_bytes, atomic_write_text
 from frugalml.report.plots import pareto_plot
 from frugalml.report.tables import (
     COLUMNS,
@@ -17,14 +17,14 @@ from frugalml.report.tables import (
     reference_rows,
     stage_rows,
 )
+from frugalml.schemas import Results, read_json
 
 REF_COLUMNS = ["stage", "reference runtime", "ref b1 ms", "ref b64 ms", "speedup b1", "speedup b64"]
 CAND_COLUMNS = ["stage", "backend", "accuracy", "b1 ms", "b64 ms", "chosen"]
 
 
 def load_results(run_dir: str | Path) -> dict:
-    return read_json_file(Path(run_dir) / "results.json", "results.json", "stages",
-                          f"{run_dir}: not a frugalml run directory (no results.json)")  # fmt: skip
+    return read_json(Path(run_dir) / "results.json", Results, f"{run_dir}: not a frugalml run directory (no results.json)")
 
 
 def _md_table(cols: list[str], rows: list[list[str]]) -> str:

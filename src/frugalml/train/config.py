@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from frugalml.config import Config
 from frugalml.data.augment import AugmentConfig
+from frugalml.errors import ConfigError
 
 
 class TrainConfig(Config):
@@ -51,3 +52,36 @@ class TrainConfig(Config):
         """Stable hash of every field; a checkpoint only resumes under the same fingerprint."""
         text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _all_optional(cls: type[Config], name: str) -> type[Config]:
+    """A config with the same fields and constraints as `cls`, each optional (None = keep)."""
+    fields: dict[str, Any] = {}
+    for fname, f in cls.model_fields.items():
+        ann = Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
+        fields[fname] = (ann | None, None)
+    return create_model(name, __base__=Config, __doc__=f"Optional overrides of {cls.__name__}.", **fields)
+
+
+TrainOverrides = _all_optional(TrainConfig, "TrainOverrides")
+
+
+def merge_train(base: TrainConfig | None, *overrides: Config | dict | None, where: str = "train") -> TrainConfig:
+    """The one way a stage changes the recipe's `train:` section: later overrides win, None keeps.
+    A result that does not validate is one ConfigError naming `where` and the key."""
+    merged = (base or TrainConfig()).model_dump()
+    changed: set[str] = set()
+    for o in overrides:
+        if o is None:
+            continue
+        values = o.model_dump(exclude_none=True) if isinstance(o, Config) else {k: v for k, v in o.items() if v is not None}
+        merged.update(values)
+        changed |= set(values)
+    if "warmup_epochs" not in changed and merged["epochs"] > 0 and merged["warmup_epochs"] > merged["epochs"]:
+        merged["warmup_epochs"] = 0.0  # a short fine-tuning inherits no warm-up longer than itself
+    try:
+        return TrainConfig.model_validate(merged)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{where}.{key}: {first['msg']} (after applying the stage's overrides)") from None

@@ -229,14 +229,21 @@ def run_sensitivity(
     out_dir: str | Path,
     ratios: Sequence[float] = DEFAULT_RATIOS,
     method: str = "structured",
+    trust_code: bool = False,
 ) -> Path:
     """CLI entry (`frugal sensitivity ARTIFACT --data SPEC`): load, analyse, write; returns the
     directory holding sensitivity.json, sensitivity.csv and sensitivity.png."""
     from frugalml import artifact
-    from frugalml.compress import sparse_storage  # noqa: F401  (registers the sparse loader)
     from frugalml.data import load_data
 
-    model = artifact.load(artifact_dir)
+    info = artifact.read_info(artifact_dir)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder for the sensitivity table and plot")
     data = load_data(data_cfg)
+    data.check_fits(info["spec"], f"artifact {artifact_dir}")
+    model = artifact.load(artifact_dir, trust_code=trust_code)
+    if getattr(model, "frugal_runtime", None) is not None:
+        raise ConfigError(f"{artifact_dir}: holds a {model.frugal_runtime} model; sensitivity needs the float model")
     sensitivity(model, data, ratios, method=method, out_dir=out_dir)
     return Path(out_dir)

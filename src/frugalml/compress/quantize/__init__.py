@@ -15,18 +15,11 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from frugalml.artifact import LOADERS, SAVERS
+from frugalml.artifact import register_format
 from frugalml.compress.quantize import cast, onnxrt, pt2e, torch_ao, weight_only
 from frugalml.compress.quantize._common import QuantizedModel
 from frugalml.compress.quantize.config import QATConfig, QuantizeStage
 from frugalml.compress.quantize.stage import quantize, quantize_stage
-
-LOADERS.setdefault(pt2e.FORMAT, pt2e.load)
-LOADERS.setdefault(torch_ao.FORMAT, torch_ao.load)
-LOADERS.setdefault(onnxrt.FORMAT, onnxrt.load)
-LOADERS.setdefault(weight_only.FORMAT, weight_only.load)
-LOADERS.setdefault("torch-fp16", cast.load)
-LOADERS.setdefault("torch-bf16", cast.load)
 
 FORMATS = (pt2e.FORMAT, torch_ao.FORMAT, onnxrt.FORMAT, weight_only.FORMAT, "torch-fp16", "torch-bf16")
 
@@ -43,8 +36,10 @@ def save_quantized(model: nn.Module, directory: str | Path, spec: dict, meta: di
     return model.save(Path(directory), spec, meta)
 
 
-for _fmt in FORMATS:  # the pipeline saves any stage output with artifact.save_any(model, dir, spec, meta)
-    SAVERS.setdefault(_fmt, save_quantized)
+_LOADERS = {pt2e.FORMAT: pt2e.load, torch_ao.FORMAT: torch_ao.load, onnxrt.FORMAT: onnxrt.load,
+            weight_only.FORMAT: weight_only.load, "torch-fp16": cast.load, "torch-bf16": cast.load}
+for _fmt, _load in _LOADERS.items():  # the pipeline saves any stage output with artifact.save_any
+    register_format(_fmt, save_quantized, _load)
 
 __all__ = [
     "FORMATS",

@@ -15,15 +15,10 @@ import torch
 import torch.nn as nn
 
 from frugalml._io import atomic_write_json, save_tensors_atomic
-from frugalml.artifact import (
-    ARTIFACT_VERSION,
-    _reshape_to,
-    _restore_attributes,
-    build_from_spec,
-    load_tensors,
-    module_attributes,
-)
+from frugalml.artifact import Trust, load_tensors, module_attributes
+from frugalml.artifact import skeleton as float_skeleton
 from frugalml.errors import ArtifactError, DataError, UnsupportedError
+from frugalml.schemas import ARTIFACT_VERSION
 
 log = logging.getLogger("frugalml.quantize")
 
@@ -151,19 +146,10 @@ def read_tensors(directory: Path, name: str) -> dict[str, torch.Tensor]:
     return load_tensors(directory / name)
 
 
-def skeleton(info: dict) -> nn.Module:
-    """The float model the artifact was quantized from, with its (possibly pruned) shapes and
-    uninitialized weights: quantized state is loaded into whatever the recipe builds from it."""
-    model = build_from_spec(info["spec"])
-    _restore_attributes(model, info.get("module_attributes", {}))
-    shapes = info.get("float_shapes", {})
-    before = {k: v.shape for k, v in model.state_dict().items()}
-    _reshape_to(model, {k: torch.empty(s) for k, s in shapes.items()})
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            if before.get(k) != v.shape:  # resized by pruning: defined values, not uninitialized memory
-                v.zero_()
-    return model.eval()
+def skeleton(info: dict, directory: Path, trust_code: Trust) -> nn.Module:
+    """The float model the artifact was quantized from, with its (possibly pruned) shapes and zeroed
+    weights: quantized state is loaded into whatever the settings build from it."""
+    return float_skeleton(info, directory, trust_code, info.get("float_shapes", {}))
 
 
 def cpu_has_vnni() -> bool:

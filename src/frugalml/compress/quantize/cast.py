@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from frugalml.artifact import Trust
 from frugalml.compress.quantize._common import (
     QuantizedModel,
     read_tensors,
@@ -49,9 +50,9 @@ def cast(model: nn.Module, recipe: dict) -> CastModel:
     return CastModel(copy.deepcopy(model).eval().to(DTYPES[recipe["mode"]]), model, recipe)
 
 
-def load(directory: Path, info: dict) -> CastModel:
+def load(directory: Path, info: dict, trust_code: Trust = False) -> CastModel:
     recipe = dict(info["quantization"])
-    float_model = skeleton(info)
+    float_model = skeleton(info, directory, trust_code)
     module = copy.deepcopy(float_model).to(DTYPES[recipe["mode"]])
     try:
         module.load_state_dict(read_tensors(Path(directory), TENSORS), strict=True)

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from frugalml._io import atomic_write_bytes
+from frugalml.artifact import Trust
 from frugalml.compress.quantize._common import (
     QuantizedModel,
     cpu_has_vnni,
@@ -175,11 +176,11 @@ def float_runtime(model: nn.Module, example: torch.Tensor) -> OnnxModel:
     return OnnxModel(export_onnx(model, example), model, {"mode": "fp32"}, runtime="onnxruntime-fp32")
 
 
-def load(directory: Path, info: dict) -> OnnxModel:
+def load(directory: Path, info: dict, trust_code: Trust = False) -> OnnxModel:
     path = Path(directory) / MODEL_FILE
     if not path.is_file():
         raise ArtifactError(f"{path}: missing ONNX model file")
-    model = OnnxModel(path.read_bytes(), skeleton(info), dict(info["quantization"]))
+    model = OnnxModel(path.read_bytes(), skeleton(info, directory, trust_code), dict(info["quantization"]))
     try:
         model.session()
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types

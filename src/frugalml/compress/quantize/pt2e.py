@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from frugalml.artifact import Trust
 from frugalml.compress.quantize._common import (
     CompiledRunner,
     QuantizedModel,
@@ -237,9 +238,9 @@ def finish_qat(prepared: torch.fx.GraphModule, float_model: nn.Module, recipe: d
     return Pt2eModel(convert(prepared), float_model, recipe)
 
 
-def load(directory: Path, info: dict) -> Pt2eModel:
+def load(directory: Path, info: dict, trust_code: Trust = False) -> Pt2eModel:
     recipe = dict(info["quantization"])
-    float_model = skeleton(info)
+    float_model = skeleton(info, directory, trust_code)
     example = example_batch(info["spec"], 8)
     # every value is overwritten below, so the cheapest recipe with the same converted graph rebuilds
     # it: min/max observers, and PTQ for QAT too (same get_attr targets and q/dq nodes; QAT's prepare

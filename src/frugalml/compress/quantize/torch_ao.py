@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from frugalml.artifact import Trust
 from frugalml.compress.quantize._common import (
     QuantizedModel,
     cpu_has_vnni,
@@ -282,9 +283,9 @@ def decode_state(module: nn.Module, tensors: dict[str, torch.Tensor], layout: di
         rnns[name].set_weight_bias(wb)
 
 
-def load(directory: Path, info: dict) -> TorchAoModel:
+def load(directory: Path, info: dict, trust_code: Trust = False) -> TorchAoModel:
     recipe = dict(info["quantization"])
-    float_model = skeleton(info)
+    float_model = skeleton(info, directory, trust_code)
     if recipe["mode"] == "dynamic":
         module = _dynamic(float_model, recipe)
     else:

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from frugalml._io import save_tensors_atomic
+from frugalml.artifact import Trust
 from frugalml.compress.quantize._common import QuantizedModel, import_torchao, quiet, skeleton, write_info
 from frugalml.errors import ArtifactError, UnsupportedError
 
@@ -100,7 +101,7 @@ def quantize_weight_only(model: nn.Module, recipe: dict) -> WeightOnlyModel:
     return WeightOnlyModel(module, model, recipe)
 
 
-def load(directory: Path, info: dict) -> WeightOnlyModel:
+def load(directory: Path, info: dict, trust_code: Trust = False) -> WeightOnlyModel:
     from safetensors import safe_open
     from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
 
@@ -108,7 +109,7 @@ def load(directory: Path, info: dict) -> WeightOnlyModel:
     if not path.is_file():
         raise ArtifactError(f"{path}: missing weights file")
     recipe = dict(info["quantization"])
-    float_model = skeleton(info)
+    float_model = skeleton(info, directory, trust_code)
     module = copy.deepcopy(float_model)
     _apply(module, recipe)
     try:
