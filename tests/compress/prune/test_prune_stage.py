@@ -15,7 +15,7 @@ from frugalml.stages import StageContext, handler_for, stage_kinds
 from frugalml.train import TrainConfig
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
