@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 import torch
-from test_quant_helpers import cnn, data, one_thread  # noqa: F401
+from tests.compress.quantize.test_quant_helpers import cnn, data, one_thread  # noqa: F401
 
 from frugalml import artifact
 from frugalml.compress.quantize import QuantizeStage, quantize, save_quantized

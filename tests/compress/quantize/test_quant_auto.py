@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 import torch.nn as nn
-from test_quant_helpers import FAST_MEASURE, cnn, data, one_thread  # noqa: F401
+from tests.compress.quantize.test_quant_helpers import FAST_MEASURE, cnn, data, one_thread  # noqa: F401
 
 from frugalml.compress.quantize import QuantizedModel, QuantizeStage, save_quantized
 from frugalml.compress.quantize.mixed import search

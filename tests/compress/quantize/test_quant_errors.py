@@ -8,7 +8,7 @@ import logging
 import pydantic
 import pytest
 import torch.nn as nn
-from test_quant_helpers import FAST_MEASURE, cnn, data, mlp, one_thread  # noqa: F401
+from tests.compress.quantize.test_quant_helpers import FAST_MEASURE, cnn, data, mlp, one_thread  # noqa: F401
 
 from frugalml import artifact
 from frugalml.compress.quantize import QuantizeStage, quantize, save_quantized

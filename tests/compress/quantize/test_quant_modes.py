@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_quant_helpers import FAST_MEASURE, agreement, batch, cnn, data, mlp, one_thread, trained  # noqa: F401
+from tests.compress.quantize.test_quant_helpers import FAST_MEASURE, agreement, batch, cnn, data, mlp, one_thread, trained  # noqa: F401
 
 from frugalml import artifact
 from frugalml.compress.quantize import QuantizeStage, quantize, save_quantized

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 import torch
-from test_quant_helpers import SHAPE, cnn, data, one_thread, spec  # noqa: F401
+from tests.compress.quantize.test_quant_helpers import SHAPE, cnn, data, one_thread, spec  # noqa: F401
 
 from frugalml import artifact
 from frugalml.compress.quantize import QuantizeStage, save_quantized
