@@ -100,7 +100,7 @@ def test_mixed_precision_keeps_the_sensitive_layer_in_float():
         built.append(list(float_layers))
         return _Noisy(model, [n for n in layers if n not in float_layers], scale)
 
-    from test_quant_helpers import data as bundle
+    from tests.compress.quantize.test_quant_helpers import data as bundle
 
     from frugalml.compress.quantize.select import accuracy
 
