@@ -11,7 +11,7 @@ FMNIST_DIR  := /usr/share/datasets/fashion-mnist
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[test,augment]"
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[test,pretrained,labels]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -35,14 +35,18 @@ Saver = Callable[[nn.Module, Path, dict, dict], Path]
 Loader = Callable[[Path, dict], nn.Module]
 
 FORMAT_MODULES = {
-    "torch-sparse": "frugalml.compress.sparse_storage",
+    "torch-packed": "frugalml.compress.storage.packed",
     "torch-ao-int8": "frugalml.compress.quantize.torch_ao",
     "pt2e-int8": "frugalml.compress.quantize.pt2e",
     "onnx-int8": "frugalml.compress.quantize.onnxrt",
     "torchao-weight-only": "frugalml.compress.quantize.weight_only",
     "torch-fp16": "frugalml.compress.quantize.cast",
     "torch-bf16": "frugalml.compress.quantize.cast",
+    "torch-ensemble": "frugalml.compress.ensemble",
 }
+# ModelSpec keys that change the architecture a factory builds, and the module whose
+# `apply_spec(model, value, where)` rebuilds that change (imported only when a spec has the key)
+SPEC_EXTENSIONS = {"lowrank": "frugalml.compress.lowrank"}
 LOADERS: dict[str, Loader] = {}
 SAVERS: dict[str, Saver] = {}
 
@@ -123,10 +127,16 @@ def check_trusted(name: str, trust_code: Trust, where: str | Path) -> None:
 
 
 def build_from_spec(spec: dict, trust_code: Trust = False, where: str | Path = "model spec") -> nn.Module:
+    """The (untrained) model a ModelSpec describes, with its SPEC_EXTENSIONS applied."""
     from frugalml.models import build_model
 
     check_trusted(spec["name"], trust_code, where)
-    return build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"], **spec.get("kwargs", {}))
+    model = build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"], **spec.get("kwargs", {}))
+    for key, module in SPEC_EXTENSIONS.items():
+        if spec.get(key):
+            importlib.import_module(module).apply_spec(model, spec[key], where)
+    model.frugal_spec = spec
+    return model
 
 
 def skeleton(info: dict, directory: Path, trust_code: Trust, shapes: dict[str, list[int]] | None = None) -> nn.Module:
@@ -171,14 +181,19 @@ def spec_of(model: nn.Module, spec: dict | None = None) -> dict:
     return spec
 
 
-def check_rebuildable(model: nn.Module, spec: dict) -> None:
-    """At save time, not load time: the spec must build a model with the same tensors (names)."""
+def check_rebuildable(model: nn.Module | None, spec: dict) -> None:
+    """At save time, not load time: a user factory must import and build a model with the same
+    tensors (names) as `model` (None: only check that it builds). Zoo names always rebuild."""
+    if not is_user_factory(spec.get("name", "")):
+        return
     try:
         rebuilt = build_from_spec(spec, trust_code=True)
     except ConfigError as e:
         raise ConfigError(f"cannot save: {e}") from None
-    want = {k for k in model.state_dict()}
-    have = {k for k in rebuilt.state_dict()}
+    if model is None:
+        return
+    want = set(model.state_dict())
+    have = set(rebuilt.state_dict())
     if want != have:
         diff = sorted(want ^ have)[:4]
         raise ConfigError(
@@ -190,6 +205,7 @@ def check_rebuildable(model: nn.Module, spec: dict) -> None:
 def save(model: nn.Module, directory: str | Path, spec: dict | None = None, meta: dict | None = None) -> Path:
     """Save a float model as safetensors + JSON; `spec` defaults to the one build_model attached."""
     spec = spec_of(model, spec)
+    check_rebuildable(model, spec)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
@@ -235,7 +251,18 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], info: dict, d
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise ArtifactError(f"{directory}: weights do not fit the model ({str(e).splitlines()[0][:200]})") from None
-    return model.eval()
+    return smoke_test(model.eval(), info["spec"], directory)
+
+
+def smoke_test(model: nn.Module, spec: dict, directory: Path) -> nn.Module:
+    """One forward pass on a zero sample: weights whose shapes do not fit together are corrupt, and
+    must be reported as such on load, not as a matmul error minutes later."""
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *spec["input_shape"]))
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise ArtifactError(f"{directory}: the stored weights do not fit together ({str(e).splitlines()[0][:160]})") from None
+    return model
 
 
 def _load_fp32(directory: Path, info: dict, trust_code: Trust = False) -> nn.Module:
@@ -253,6 +280,7 @@ def save_any(model: nn.Module, directory: str | Path, spec: dict, meta: dict | N
     if fmt == "torch-fp32":
         meta.pop("format", None)
         return save(model, directory, spec, meta)
+    check_rebuildable(None, spec)
     _format_module(fmt)
     if fmt not in SAVERS:
         raise ArtifactError(f"no saver registered for artifact format {fmt!r}; known: torch-fp32, {', '.join(sorted(SAVERS))}")

@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace):  # noqa: ANN202 - a DataBundle
     from frugalml.data import DataConfig, load_data
 
-    return load_data(DataConfig(name=args.data, root=args.root))
+    return load_data(DataConfig.checked("--data", name=args.data, root=args.root))
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -62,7 +62,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     data = _data(args)
     data.check_fits(info["spec"], f"artifact {args.artifact}")
     model = artifact.load(args.artifact, trust_code=args.trust_code)
-    cfg = MeasureConfig(threads=args.threads) if args.threads else MeasureConfig()
+    cfg = MeasureConfig.checked("--threads", threads=args.threads) if args.threads else MeasureConfig()
     metrics = measure_stage(model, data, cfg, Path(args.artifact))
     text = json.dumps(metrics, indent=2, default=str)
     if args.out:
@@ -125,7 +125,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ratios {args.ratios!r}: expected comma-separated numbers, e.g. 0.25,0.5,0.75") from None
     if not ratios or any(not 0 < r < 1 for r in ratios):
         raise ConfigError(f"--ratios {args.ratios!r}: every ratio must lie strictly between 0 and 1")
-    out = run_sensitivity(args.artifact, DataConfig(name=args.data, root=args.root),
+    out = run_sensitivity(args.artifact, DataConfig.checked("--data", name=args.data, root=args.root),
                           Path(args.out or Path(args.artifact) / "sensitivity"), ratios, trust_code=args.trust_code)
     print(f"sensitivity table and plot: {out}")
     return 0
@@ -137,6 +137,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     data = _data(args) if args.data else None
     rep = export(args.artifact, args.format, out=args.out, data=data, trust_code=args.trust_code)
     print(f"exported {rep.path}: max abs difference {rep.max_abs_diff:.3g}, top-1 agreement {100 * rep.top1_agreement:.2f}%")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from frugalml.data import DataConfig
+    from frugalml.datawise.autolabel import label_pool
+
+    data_cfg = DataConfig.checked("--data", name=args.data, root=args.root, labels_per_class=args.labels_per_class,
+                                  seed=args.seed, val_fraction=args.val_fraction)
+    s = label_pool(args.artifact, data_cfg, args.out, args.target_precision, args.unlabelled, args.trust_code)
+    measured = f", measured precision {100 * s['precision']:.2f}%" if s.get("precision") is not None else ""
+    print(f"labelled {s['auto_labelled']} of {s['samples']} samples ({100 * s['coverage']:.1f}%) at target precision "
+          f"{s['target_precision']}{measured}; {s['samples'] - s['auto_labelled']} for a person: {s['review_csv']}")
+    if "test_split" in s and s["test_split"]["precision"] is not None:
+        t = s["test_split"]
+        print(f"same thresholds on the test split: {100 * t['coverage']:.1f}% labelled at {100 * t['precision']:.2f}% precision")
+    print(f"labels: {s['csv']}")
+    return 0
+
+
+def cmd_active(args: argparse.Namespace) -> int:
+    from frugalml.datawise.active import ActiveConfig, active_learning, write_active
+
+    cfg = ActiveConfig.checked("active", {
+        "data": {"name": args.data, "root": args.root, "limit": args.limit, "seed": args.seed},
+        "model": {"name": args.model}, "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr},
+        "strategies": args.strategies.split(","), "initial": args.initial, "batch": args.batch,
+        "rounds": args.rounds, "candidates": args.candidates, "seed": args.seed,
+    })
+    paths = write_active(args.out, active_learning(cfg))
+    print(f"active learning curves: {paths['png']}  (also {paths['json'].name}, {paths['csv'].name})")
     return 0
 
 
@@ -200,6 +231,41 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--root", help="dataset directory for fashion-mnist")
     _trust(e)
     e.set_defaults(fn=cmd_export)
+
+    lb = sub.add_parser("label", help="label an unlabelled pool automatically at a target precision",
+                        description="Predict a label and confidence for every unlabelled sample; per-class thresholds "
+                        "calibrated on the data's validation split reach the target precision; the rest is listed "
+                        "for a person (OUT.review.csv).")
+    lb.add_argument("artifact")
+    lb.add_argument("--data", required=True, help="dataset spec the model was trained on (its val split calibrates)")
+    lb.add_argument("--root", help="dataset directory for fashion-mnist")
+    lb.add_argument("--unlabelled", metavar="DIR", help="folder of images to label (default: the data's unlabelled pool)")
+    lb.add_argument("--labels-per-class", type=int, help="keep N labels per class; the rest of train is the pool")
+    lb.add_argument("--seed", type=int, default=0, help="split seed of the data (as in the recipe)")
+    lb.add_argument("--val-fraction", type=float, default=0.1, help="val split of the data (as in the recipe)")
+    lb.add_argument("--target-precision", type=float, default=0.99)
+    lb.add_argument("--out", required=True, help="CSV of labels (the review list goes next to it)")
+    _trust(lb)
+    lb.set_defaults(fn=cmd_label)
+
+    a = sub.add_parser("active", help="simulate active learning on a labelled dataset and plot the curves",
+                       description="Start from a small random labelled pool; each round train a fresh model, let "
+                       "each strategy pick K samples, reveal their labels; plot accuracy against labels used.")
+    a.add_argument("--data", required=True, help="dataset spec (its training labels are revealed on demand)")
+    a.add_argument("--root", help="dataset directory for fashion-mnist")
+    a.add_argument("--limit", type=int, help="cap on the training split (the pool)")
+    a.add_argument("--model", default="cnn", help="zoo model trained each round")
+    a.add_argument("--epochs", type=int, default=10)
+    a.add_argument("--batch-size", type=int, default=64)
+    a.add_argument("--lr", type=float, default=0.05)
+    a.add_argument("--strategies", default="entropy,margin,least_confidence,random")
+    a.add_argument("--initial", type=int, default=100, help="labelled samples to start from")
+    a.add_argument("--batch", type=int, default=100, help="samples labelled per round (K)")
+    a.add_argument("--rounds", type=int, default=5)
+    a.add_argument("--candidates", type=int, help="score a random subset of the pool each round")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--out", required=True, help="output folder (active.json, active.csv, active.png)")
+    a.set_defaults(fn=cmd_active)
     return p
 
 

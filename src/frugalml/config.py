@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 # Recipe and stage names become folder names: letters, digits, '.', '_' and '-', starting with a
 # letter or digit (so never '..', never a path, never hidden), at most 64 characters.
@@ -26,6 +26,20 @@ class Config(BaseModel):
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
+
+    @classmethod
+    def checked(cls, where: str, value: Any = None, **fields: Any) -> Any:
+        """Validate user input (a mapping/short form, or keyword fields): a ValidationError becomes one
+        ConfigError line naming `where` and the key, as recipe errors do."""
+        from frugalml.errors import ConfigError
+
+        try:
+            return cls.model_validate(value if value is not None else fields)
+        except ValidationError as e:
+            first = e.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            msg = first["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{where}{'.' + key if key else ''}: {msg}") from None
 
 
 class NamedConfig(Config):

@@ -1,8 +1,9 @@
 """`frugal export ARTIFACT --format onnx|pt2`: write a deployable file from any artifact and check it
 against the in-memory model on one batch (max abs difference of the logits, top-1 agreement).
 
-- onnx: float and fp16/bf16 models via torch.onnx.export; `onnx-int8` artifacts are already ONNX
-  (their quantized graph is copied); pt2e int8 graphs export their QDQ pattern (dynamo exporter).
+- onnx: float models via torch.onnx.export; a quantized artifact exports through its own hooks
+  (`QuantizedModel.to_onnx`): `onnx-int8` is already ONNX (copied), pt2e int8 graphs export their QDQ
+  pattern (with uint8 weights on CPUs without VNNI, where ONNX Runtime's u8*s8 kernels saturate).
 - pt2:  a `torch.export` archive (`torch.export.save`, loaded back with `torch.export.load`), with a
   dynamic batch dimension. Example inputs are not stored, so the archive holds no pickled data.
 """
@@ -54,59 +55,32 @@ def _check_batch(data: Any, spec: dict, batch_size: int) -> torch.Tensor:
     return x.float()
 
 
-def _exportable(model: nn.Module) -> nn.Module:
-    """The plain torch module behind a quantized wrapper (pt2e: its int8 q/dq graph)."""
-    graph = getattr(model, "graph_module", None)
-    return graph if graph is not None else model
-
-
 def _to_onnx(model: nn.Module, x: torch.Tensor) -> bytes:
-    from frugalml.compress.quantize import onnxrt
+    from frugalml.compress.quantize.interop import export_onnx
 
-    if isinstance(model, onnxrt.OnnxModel):
-        return model.onnx_bytes
-    if getattr(model, "frugal_runtime", "") == "torch-bf16":
-        raise UnsupportedError(
-            "ONNX Runtime's CPU provider has no bf16 conv/matmul kernels; export this artifact with "
-            "--format pt2, or quantize with mode: fp16 for ONNX"
-        )
+    to_onnx = getattr(model, "to_onnx", None)  # quantized artifacts know how they export
+    if to_onnx is not None:
+        return to_onnx(x)
     try:
-        return onnxrt.export_onnx(_exportable(model), x)
+        return export_onnx(model, x)
     except UnsupportedError as e:
-        runtime = getattr(model, "frugal_runtime", "this model")
-        raise UnsupportedError(
-            f"{runtime} cannot be exported to ONNX ({e}); for an int8 ONNX model quantize with "
-            "backend: onnxruntime, or export this artifact with --format pt2"
-        ) from None
+        raise UnsupportedError(f"{e}; try --format pt2") from None
 
 
 def _to_pt2(model: nn.Module, x: torch.Tensor) -> bytes:
-    from frugalml.compress.quantize import onnxrt
-    from frugalml.compress.quantize._common import quiet
+    from frugalml.compress.quantize.interop import capture_program
 
-    if isinstance(model, onnxrt.OnnxModel):
-        raise UnsupportedError("an onnx-int8 artifact is an ONNX model; export it with --format onnx")
-    module = _exportable(model)
-    try:
-        with quiet(), torch.no_grad():
-            ep = torch.export.export(module, (x,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
-    except Exception as e:  # torch.export raises many internal types
-        runtime = getattr(model, "frugal_runtime", type(model).__name__)
-        raise UnsupportedError(
-            f"torch.export cannot capture {runtime} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-            "try --format onnx"
-        ) from None
-    ep._example_inputs = None  # otherwise saved as a pickle inside the archive
+    to_pt2 = getattr(model, "to_pt2", None)
+    program = to_pt2(x) if to_pt2 is not None else capture_program(model, x, type(model).__name__)
     buf = io.BytesIO()
-    torch.export.save(ep, buf)
+    torch.export.save(program, buf)
     return buf.getvalue()
 
 
 def _run_onnx(blob: bytes, x: torch.Tensor) -> torch.Tensor:
-    from frugalml.compress.quantize.onnxrt import make_session
+    from frugalml.compress.quantize.interop import make_session, run_session
 
-    sess = make_session(blob, torch.get_num_threads())
-    return torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+    return run_session(make_session(blob, torch.get_num_threads()), x)
 
 
 def _run_pt2(path: Path, x: torch.Tensor) -> torch.Tensor:
@@ -114,8 +88,14 @@ def _run_pt2(path: Path, x: torch.Tensor) -> torch.Tensor:
         return torch.export.load(str(path)).module()(x)
 
 
-def export(artifact_dir: str | Path, fmt: str, out: str | Path | None = None, data: Any = None,
-           batch_size: int = 64, trust_code: bool = False) -> ExportReport:
+def export(
+    artifact_dir: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    data: Any = None,
+    batch_size: int = 64,
+    trust_code: bool = False,
+) -> ExportReport:
     """Export the artifact in `artifact_dir` to `fmt` ("onnx" or "pt2"), written to `out` (default:
     next to the artifact directory, `<dir>.onnx` / `<dir>.pt2`), and compare its outputs with the
     loaded artifact on a batch of `data` (a DataBundle or an input tensor; random if None)."""
@@ -130,15 +110,17 @@ def export(artifact_dir: str | Path, fmt: str, out: str | Path | None = None, da
     if data is not None and not isinstance(data, torch.Tensor):
         data.check_fits(spec, f"artifact {directory}")
     model = artifact.load(directory, trust_code=trust_code).eval()
-    if hasattr(model, "compiled"):
-        model.compiled = False  # pt2e: compare with the very q/dq graph that is exported, not inductor's kernels
+    if getattr(model, "compiled", False):
+        model.compiled = False  # compare with the very q/dq graph that is exported, not inductor's kernels
     x = _check_batch(data, spec, batch_size)
     blob = _to_onnx(model, x) if fmt == "onnx" else _to_pt2(model, x)
     atomic_write_bytes(path, blob)
     try:
         got = _run_onnx(blob, x) if fmt == "onnx" else _run_pt2(path, x)
     except Exception as e:  # the runtime's own error types
-        raise ArtifactError(f"{path}: the exported model does not run ({str(e).splitlines()[0][:200]})") from None
+        raise ArtifactError(
+            f"{path}: the exported model does not run ({str(e).splitlines()[0][:200]})"
+        ) from None
     with torch.no_grad():
         expected = model(x).float()
     got = got.float()

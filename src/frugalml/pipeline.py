@@ -164,9 +164,10 @@ def _precheck(recipe: Recipe) -> DataBundle:
         path = getattr(st, "path", None)
         if st.kind == "load" and path is not None:
             try:
-                artifact.read_info(path)
+                spec = artifact.read_info(path)["spec"]
             except ArtifactError as e:
                 raise ConfigError(f"stages.{i}.path: {e}") from None
+            data.check_fits(spec, f"stages.{i}.path: {path}")
     return data
 
 

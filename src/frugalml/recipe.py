@@ -57,8 +57,11 @@ class Recipe(Config):
                     f"allowed: {', '.join(sorted(seen)) or '(none: this is the first stage)'}"
                 )
             seen.add(st.name)
-        if self.stages and self.stages[0].kind not in ("train", "load"):
-            raise ValueError("stages.0.kind: the first stage must make a model: 'train' or 'load'")
+        first = self.stages[0] if self.stages else None
+        # a stage makes a model when it starts fresh (load, transfer, ...) or is a train/semisup stage
+        if first is not None and first.kind not in ("train", "semisup") and not first.starts_fresh():
+            raise ValueError("stages.0.kind: the first stage must make a model: 'train', 'load', 'transfer', "
+                             "'semisup' or 'label_issues'")
         return self
 
     def user_factories(self) -> frozenset[str]:
@@ -140,11 +143,14 @@ def _stage_class(node: dict) -> type[StageConfig] | None:
 
 def _clean_loc(loc: tuple, raw: Any) -> tuple:
     """Drop pydantic's union-tag parts (e.g. ('stages', 1, 'prune', 'structured', 'ratio') ->
-    ('stages', 1, 'ratio'))."""
-    out, node = [], raw
+    ('stages', 1, 'ratio')): right after a list index come at most the kind tag, then the variant tag."""
+    out: list = []
+    node, tags = raw, []
     for part in loc:
-        if isinstance(node, dict) and isinstance(part, str) and part not in node and part in node.values():
+        if tags and part == tags[0]:
+            tags.pop(0)
             continue
+        tags = []
         if isinstance(part, str) and part.startswith(("function-", "union[", "literal[")):
             continue
         out.append(part)
@@ -152,6 +158,11 @@ def _clean_loc(loc: tuple, raw: Any) -> tuple:
             node = node.get(part)
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
+            if isinstance(node, dict):
+                kind = stage_kinds().get(node.get("kind"))  # type: ignore[arg-type]
+                tags = [node.get("kind")]
+                if kind is not None and kind.variant_key:
+                    tags.append(node.get(kind.variant_key, kind.default_variant))
         else:
             node = None
     return tuple(out)

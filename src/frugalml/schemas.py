@@ -105,7 +105,7 @@ class CheckpointState(_Open):
 
 
 def read_json(path: Path, schema: type[BaseModel], missing: str | None = None) -> dict:
-    """The JSON object in `path`, validated by `schema`; returned as a plain dict (defaults filled)."""
+    """The JSON object in `path`, validated by `schema`, returned as it was written (a plain dict)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(missing or f"{path}: file not found")

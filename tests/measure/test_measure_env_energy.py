@@ -20,7 +20,7 @@ def test_environment_keys():
         "date",
     }
     assert env["threads"] == 2
-    assert set(env["isa"]) == {"avx2", "avx512f", "avx512_vnni", "amx"}
+    assert set(env["isa"]) == {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx"}
     assert env["available_cores"] >= 1 and env["date"].endswith("+00:00")
 
 

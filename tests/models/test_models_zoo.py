@@ -23,6 +23,8 @@ from frugalml.models import (
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 ZOO = list_models()
+# networks whose size is fixed by the pretrained weights they load; every other default stays small
+PRETRAINED_SIZED = {"efficientnet_lite0"}
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +63,8 @@ def test_forward_shape(name, shape, classes):
     y = model.eval()(x)
     assert y.shape == (3, classes)
     assert torch.isfinite(y).all()
-    assert _n_params(model) < 1_000_000  # defaults stay small
+    if name not in PRETRAINED_SIZED:
+        assert _n_params(model) < 1_000_000  # defaults stay small
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -187,7 +190,7 @@ def test_transformer_heads_can_be_pruned(tmp_path):
             model, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.5,
             ignored_layers=[model.head], num_heads=hints["num_heads"],
             prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=0.5,
-        )  # fmt: skip
+        )
         pruner.step()
     sync_after_pruning(model, pruner.num_heads)
     attns = [b.attn for b in model.blocks]

@@ -27,6 +27,11 @@ class DataBundle:
     class_names: list[str] = field(default_factory=list)
     mean: float = 0.0
     std: float = 1.0
+    # few-label data (frugalml.data.fewlabel): the unlabelled pool, and true labels kept only to measure
+    # (pseudo-label precision, label-issue recall); training never reads them
+    x_unlabelled: torch.Tensor | None = None
+    y_unlabelled: torch.Tensor | None = None
+    y_train_true: torch.Tensor | None = None  # before data.label_noise flipped some
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -68,4 +73,6 @@ class DataBundle:
             "train": len(self.y_train),
             "val": len(self.y_val),
             "test": len(self.y_test),
+            **({"unlabelled": len(self.x_unlabelled)} if self.x_unlabelled is not None else {}),
+            **({"noisy_labels": int((self.y_train != self.y_train_true).sum())} if self.y_train_true is not None else {}),
         }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from frugalml.config import NamedConfig
 
@@ -28,3 +28,24 @@ class DataConfig(NamedConfig):
     synthetic_samples: int = Field(default=512, ge=2)
     synthetic_classes: int = Field(default=4, ge=2)
     synthetic_shape: tuple[int, int, int] = (1, 8, 8)
+    # few labels (frugalml.data.fewlabel): keep N labels per class of the training split, seeded and
+    # stratified; the rest of the training split becomes the unlabelled pool (its true labels are kept
+    # only to measure pseudo-label precision, never trained on)
+    labels_per_class: int | None = Field(default=None, ge=1)
+    # fraction of the (labelled) training labels flipped at random to another class, for label-noise studies
+    label_noise: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        from frugalml.data.load import DATASETS  # sources register when frugalml.data.load is imported
+
+        prefix, sep, arg = v.partition(":")
+        if prefix not in DATASETS:
+            usages = ", ".join(src.usage for _, src in DATASETS.items())
+            raise ValueError(f"unknown dataset {v!r}; allowed: {usages}")
+        if sep and not DATASETS.get(prefix).takes_path:
+            raise ValueError(f"dataset {prefix!r} takes no ':DIR' part (got {v!r})")
+        if sep and not arg:
+            raise ValueError(f"{v!r} needs a directory after the colon, e.g. {prefix}:path/to/data")
+        return v

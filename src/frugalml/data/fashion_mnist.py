@@ -13,7 +13,7 @@ DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fas
 CLASS_NAMES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+]
 
 
 @register_dataset("fashion-mnist")

@@ -26,7 +26,7 @@ def _image_files(class_dir: Path) -> list[Path]:
     files = sorted(
         p for p in class_dir.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )  # fmt: skip
+    )
     if not files:
         raise DataError(f"{class_dir}: empty class folder (no {', '.join(sorted(IMAGE_SUFFIXES))} images)")
     return files

@@ -11,6 +11,7 @@ from frugalml.data._source import DATASETS, RawDataset
 from frugalml.data._split import split_rng, stratified_take
 from frugalml.data.bundle import DataBundle
 from frugalml.data.config import DataConfig
+from frugalml.data.fewlabel import apply_label_options
 from frugalml.errors import DataError
 
 TEST_FRACTION = 0.2  # for sources without an official test split
@@ -30,7 +31,7 @@ def load_data(cfg: DataConfig | str) -> DataBundle:
     - `normalize`: (x - mean) / std with scalar mean/std computed on the final train split only.
     """
     if isinstance(cfg, str):
-        cfg = DataConfig(name=cfg)
+        cfg = DataConfig.checked("data", name=cfg)
     prefix, _, arg = cfg.name.partition(":")
     source = DATASETS.get(prefix)
     raw = source.load(cfg, arg or None)
@@ -67,7 +68,7 @@ def load_data(cfg: DataConfig | str) -> DataBundle:
         for x in (x_train, x_val, x_test_t):
             x.sub_(mean).div_(std)
 
-    return DataBundle(
+    bundle = DataBundle(
         name=cfg.name,
         x_train=x_train,
         y_train=torch.from_numpy(np.ascontiguousarray(y_pool[train_idx], dtype=np.int64)),
@@ -80,6 +81,7 @@ def load_data(cfg: DataConfig | str) -> DataBundle:
         mean=mean,
         std=std,
     )
+    return apply_label_options(bundle, cfg)  # data.labels_per_class, data.label_noise
 
 
 def _to_float(x: np.ndarray, scale: float) -> torch.Tensor:

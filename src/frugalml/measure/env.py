@@ -51,14 +51,32 @@ def physical_cores() -> int | None:
     return len(cores) or None
 
 
-def isa_flags() -> dict[str, bool]:
-    flags: set[str] = set()
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (/proc/cpuinfo): the one place frugalml reads the ISA."""
     for line in _cpuinfo().splitlines():
         if line.startswith(("flags", "Features")):
-            flags = set(line.split(":", 1)[1].split())
-            break
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def has_int8_dot() -> bool:
+    """8-bit dot-product instructions (VNNI/AMX): without them u8*s8 int8 kernels can saturate 16-bit
+    accumulators, so activations must use 7-bit ranges."""
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def has_native_bf16() -> bool:
+    """bf16 arithmetic in hardware (AVX512-BF16/AMX): elsewhere bf16 is emulated and slower than fp32
+    (measured: 11x slower CNN training on an AVX2-only EPYC)."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def isa_flags() -> dict[str, bool]:
+    flags = cpu_flags()
     out = {f: f in flags for f in ISA_FLAGS if f != "amx"}
     out["amx"] = any(f.startswith("amx") for f in flags)
+    out["avx512_bf16"] = "avx512_bf16" in flags
     return out
 
 

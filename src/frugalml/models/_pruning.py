@@ -1,6 +1,7 @@
 """What Torch-Pruning must be told to prune a zoo model into a valid smaller one.
 
-Usage (the pruning stage does this):
+Usage with plain Torch-Pruning (frugalml's structured pruning, compress/prune/_tp_pruner.py, does
+this with its own recurrent-layer pruner on top):
     hints = pruning_hints(model)
     pruner = tp.pruner.MetaPruner(model, x, ..., ignored_layers=[classifier, *hints["ignored_layers"]],
                                   num_heads=hints["num_heads"])
@@ -27,8 +28,9 @@ def pruning_hints(model: nn.Module) -> dict[str, Any]:
         declared = getattr(m, "pruning_ignored_layers", None)
         if callable(declared):
             ignored += declared()
-        # torch-pruning 1.6 has no RNN/GRU pruner and its LSTM pruner corrupts weight_hh, so recurrent
-        # layers keep their size; the layers around them are still pruned
+        # plain torch-pruning 1.6 has no RNN/GRU pruner and its LSTM pruner corrupts weight_hh, so
+        # recurrent layers are listed here; frugalml's structured pruning takes the unidirectional,
+        # unprojected ones back off this list and prunes their hidden units (compress/prune/_tp_rnn.py)
         if isinstance(m, nn.RNNBase):
             ignored.append(m)
     return {"ignored_layers": ignored, "num_heads": attention_heads(model)}

@@ -30,7 +30,7 @@ class LeNet5(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(input_shape[0], c0, 5, padding=2), make_activation(activation), pool(2, ceil_mode=True),
             nn.Conv2d(c0, c1, 5, padding=2), make_activation(activation), pool(2, ceil_mode=True),
-        )  # fmt: skip
+        )
         with torch.no_grad():
             flat = self.features(torch.zeros(1, *input_shape)).numel()
         h0, h1 = hidden
@@ -39,7 +39,7 @@ class LeNet5(nn.Module):
             nn.Linear(flat, h0), make_activation(activation),
             nn.Linear(h0, h1), make_activation(activation),
             nn.Linear(h1, num_classes),
-        )  # fmt: skip
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

@@ -31,7 +31,7 @@ class RowSequenceClassifier(nn.Module):
         self.rnn = _CELLS[cell](
             c * w, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
             dropout=dropout if layers > 1 else 0.0,
-        )  # fmt: skip
+        )
         features = hidden * (2 if bidirectional else 1)
         self.head = nn.Sequential(
             nn.Linear(features, hidden), make_activation(activation), nn.Linear(hidden, num_classes)

@@ -7,6 +7,14 @@ import html
 from pathlib import Path
 
 from frugalml._io import atomic_write_bytes, atomic_write_text
+from frugalml.report.label_plots import (
+    LABEL_COLUMNS,
+    has_label_data,
+    issue_images,
+    label_efficiency_plot,
+    label_points,
+    label_rows,
+)
 from frugalml.report.plots import pareto_plot
 from frugalml.report.tables import (
     COLUMNS,
@@ -47,6 +55,9 @@ def _sections(runs: list[tuple[str, dict]]) -> list[tuple[str, list[str], list[l
         cands = candidate_rows(stages)
         if cands:
             secs.append((f"{prefix}backend candidates", CAND_COLUMNS, cands))
+        labels = label_rows(stages, res)
+        if labels:
+            secs.append((f"{prefix}label efficiency (labels the model was trained with)", LABEL_COLUMNS, labels))
         warns = all_warnings(stages)
         if warns:
             secs.append((f"{prefix}warnings", [], warns))
@@ -101,6 +112,12 @@ def write_reports(out_dir: str | Path, results: dict | list[tuple[str, dict]]) -
         "accuracy-vs-latency": pareto_plot([(lbl, r["stages"]) for lbl, r in runs], "latency"),
         "accuracy-vs-size": pareto_plot([(lbl, r["stages"]) for lbl, r in runs], "size"),
     }
+    if has_label_data(runs):
+        pngs["accuracy-vs-labels"] = label_efficiency_plot(label_points(runs))
+    if len(runs) == 1:  # label-issue grids the stages drew, shown with the run's own report
+        for name, rel in issue_images(runs[0][1]).items():
+            if (out_dir / rel).is_file():
+                pngs[name] = (out_dir / rel).read_bytes()
     paths = {}
     for name, png in pngs.items():
         paths[name] = out_dir / f"{name}.png"

@@ -32,7 +32,10 @@ class TrainConfig(Config):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0, description="clip the global gradient norm to this value")
     grad_accum: int = Field(1, ge=1, description="micro-batches accumulated per optimizer step")
-    bf16: bool = Field(False, description="bfloat16 autocast for forward and loss")
+    bf16: bool | Literal["auto"] = Field(
+        False, description="bfloat16 autocast for forward and loss; auto: only where bf16 is native (GPU, "
+        "AVX512-BF16/AMX CPUs) — elsewhere it is emulated and slower than fp32"
+    )
     channels_last: bool = Field(
         False, description="train conv nets in channels-last memory format (often much faster on CPU)"
     )
@@ -67,14 +70,16 @@ TrainOverrides = _all_optional(TrainConfig, "TrainOverrides")
 
 
 def merge_train(base: TrainConfig | None, *overrides: Config | dict | None, where: str = "train") -> TrainConfig:
-    """The one way a stage changes the recipe's `train:` section: later overrides win, None keeps.
-    A result that does not validate is one ConfigError naming `where` and the key."""
+    """The one way a stage changes the recipe's `train:` section: later overrides win. A config
+    override applies the keys it was given (an explicit `augment: null` clears augmentation); a dict
+    override's None values mean "keep". A result that does not validate is one ConfigError naming
+    `where` and the key."""
     merged = (base or TrainConfig()).model_dump()
     changed: set[str] = set()
     for o in overrides:
         if o is None:
             continue
-        values = o.model_dump(exclude_none=True) if isinstance(o, Config) else {k: v for k, v in o.items() if v is not None}
+        values = o.model_dump(exclude_unset=True) if isinstance(o, Config) else {k: v for k, v in o.items() if v is not None}
         merged.update(values)
         changed |= set(values)
     if "warmup_epochs" not in changed and merged["epochs"] > 0 and merged["warmup_epochs"] > merged["epochs"]:
@@ -84,4 +89,5 @@ def merge_train(base: TrainConfig | None, *overrides: Config | dict | None, wher
     except ValidationError as e:
         first = e.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{where}.{key}: {first['msg']} (after applying the stage's overrides)") from None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}{'.' + key if key else ''}: {msg} (after applying the stage's overrides)") from None

@@ -18,17 +18,25 @@ ONECYCLE_FINAL_DIV = 1e4
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD or AdamW; biases and norm parameters (all 0/1-D tensors) get no weight decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    """SGD or AdamW; biases and norm parameters (all 0/1-D tensors) get no weight decay.
+
+    Discriminative learning rates: a model may carry `frugal_lr_scales` ({parameter name: multiplier},
+    set by transfer learning); each multiplier gets its own parameter groups at `cfg.lr * multiplier`,
+    largest first (so `param_groups[0]` still holds the peak lr). Frozen parameters are left out."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
         raise UnsupportedError(f"{type(model).__name__} has no trainable parameters; nothing to train")
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [
-        g
-        for g in ({"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0})
-        if g["params"]
-    ]
+    scales: dict[str, float] = getattr(model, "frugal_lr_scales", None) or {}
+    groups = []
+    for scale in sorted({float(scales.get(n, 1.0)) for n, _ in named}, reverse=True):
+        params = [p for n, p in named if float(scales.get(n, 1.0)) == scale]
+        extra = {"lr": cfg.lr * scale} if scales else {}
+        groups += [
+            g
+            for g in ({"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay, **extra},
+                      {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0, **extra})
+            if g["params"]
+        ]
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     nesterov = cfg.nesterov and cfg.momentum > 0  # torch rejects nesterov without momentum

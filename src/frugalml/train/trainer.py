@@ -75,7 +75,9 @@ class Trainer:
         self.augment = None
         if cfg.augment is not None and cfg.augment.active:
             black = (0.0 - data.mean) / data.std  # a raw black pixel, normalized: crop borders look like background
-            self.augment = make_augment(cfg.augment, self.seed + 1, fill=black)
+            white = (1.0 - data.mean) / data.std
+            self.augment = make_augment(cfg.augment, self.seed + 1, fill=black, num_classes=data.num_classes,
+                                        value_range=(black, white))
         self.loss_terms = list(loss_terms)
         self.batch_transforms = ([self.augment] if self.augment else []) + list(batch_transforms)
         self.callbacks = list(callbacks)
@@ -205,7 +207,7 @@ class Trainer:
                 x, y = x.to(device), y.to(device)
                 if cfg.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self._bf16(device)):
                     logits = self.forward(x)
                     loss = self._loss(x, y, logits)
                 # weight by size so accumulated micro-batches equal one big batch, ragged tail included
@@ -231,6 +233,13 @@ class Trainer:
             "train_accuracy": correct / counted if counted else None,
             "lr": lr,
         }
+
+    def _bf16(self, device: torch.device) -> bool:
+        if self.cfg.bf16 == "auto":
+            from frugalml.measure.env import has_native_bf16
+
+            return device.type == "cuda" or has_native_bf16()
+        return bool(self.cfg.bf16)
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         # float32 loss even under bf16 autocast; soft (N, C) targets and ignore_index=-100 both work

@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from frugalml.compress.prune import PruneStage, prune_with_metrics
-from frugalml.compress.prune._common import DistillFrom
-from frugalml.data import load_data
+from frugalml.compress.prune import UnstructuredPrune, prune_with_metrics
+from frugalml.compress.prune._finetune import DistillFrom
 
 
 def test_distill_term_is_zero_for_identical_outputs_and_positive_otherwise():
@@ -23,10 +22,9 @@ def test_distill_term_is_zero_for_identical_outputs_and_positive_otherwise():
     assert not any(p.requires_grad for p in term.teacher.parameters())
 
 
-def test_unstructured_finetune_with_distillation_uses_the_unpruned_teacher(monkeypatch):
-    data = load_data("synthetic")
+def test_unstructured_finetune_with_distillation_uses_the_unpruned_teacher(data, monkeypatch):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, data.num_classes))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, data.num_classes))
     calls = []
     original = DistillFrom.__call__
 
@@ -35,7 +33,7 @@ def test_unstructured_finetune_with_distillation_uses_the_unpruned_teacher(monke
         return original(self, m, x, y, logits)
 
     monkeypatch.setattr(DistillFrom, "__call__", spy)
-    cfg = PruneStage(method="unstructured", ratio=0.8, finetune={"epochs": 1, "lr": 0.01, "distill": 1.0})
+    cfg = UnstructuredPrune(ratio=0.8, finetune={"epochs": 1, "lr": 0.01, "distill": 1.0})
     pruned, metrics = prune_with_metrics(model, cfg, data)
     assert calls and all(c == 0 for c in calls)  # the teacher is dense: the model before pruning
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.01)

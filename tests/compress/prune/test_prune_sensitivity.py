@@ -16,12 +16,11 @@ from frugalml.errors import ConfigError
 from frugalml.models import build_model
 from frugalml.train import TrainConfig, Trainer, evaluate
 
-torch.set_num_threads(1)
 DATA = DataConfig(name="digits", limit=600)  # learnable in seconds, so accuracy drops mean something
 
 
 @pytest.fixture(scope="module")
-def data():
+def data():  # overrides the synthetic data of conftest.py: drops need a learnable task
     return load_data(DATA)
 
 
@@ -63,7 +62,7 @@ def test_unstructured_rows_per_weight_tensor(trained, data):
 
 def test_run_sensitivity_from_an_artifact(trained, data, tmp_path):
     spec = {"name": "cnn", "kwargs": {"channels": [8, 16]}, "input_shape": list(data.input_shape),
-            "num_classes": data.num_classes}  # fmt: skip
+            "num_classes": data.num_classes}
     artifact.save(trained, tmp_path / "art", spec)
     out = run_sensitivity(tmp_path / "art", DATA, tmp_path / "sens", [0.5])
     table = read_table(out)
@@ -79,7 +78,7 @@ def test_allocation_favours_insensitive_layers():
         {"layer": "fragile", "channels": 10, "ratio": 0.25, "drop": 0.05},
         {"layer": "fragile", "channels": 10, "ratio": 0.5, "drop": 0.2},
         {"layer": "fragile", "channels": 10, "ratio": 0.75, "drop": 0.5},
-    ]}  # fmt: skip
+    ]}
     ratios = allocate_ratios(table, 0.4, 0.9)
     assert ratios["robust"] > ratios["fragile"]
     assert (ratios["robust"] + ratios["fragile"]) / 2 == pytest.approx(0.4, abs=1e-3)

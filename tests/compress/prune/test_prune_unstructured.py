@@ -8,30 +8,13 @@ import torch
 import zstandard
 
 from frugalml import artifact
-from frugalml.compress.prune import PruneStage, prune, prune_with_metrics
-from frugalml.compress.prune._common import weight_params
+from frugalml.compress.prune import NMPrune, UnstructuredPrune, prune, prune_with_metrics
+from frugalml.compress.prune._layers import weight_params
 from frugalml.compress.prune.nm import check_nm, nm_mask
 from frugalml.compress.prune.unstructured import AGPCallback, MagnitudeMasks, agp_sparsity
-from frugalml.compress.sparse_storage import save_sparse
-from frugalml.data import DataConfig, load_data
-from frugalml.models import build_model, list_models
+from frugalml.compress.storage.packed import save_packed
+from frugalml.models import list_models
 from frugalml.train import TrainConfig, Trainer
-
-torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_data(DataConfig(name="synthetic", synthetic_samples=96, synthetic_classes=4, synthetic_shape=(1, 16, 16)))
-
-
-def _model(name, data, **kw):
-    torch.manual_seed(0)
-    return build_model(name, data.input_shape, data.num_classes, **kw).eval()
-
-
-def _spec(name, data):
-    return {"name": name, "kwargs": {}, "input_shape": list(data.input_shape), "num_classes": data.num_classes}
 
 
 def _zero_fraction(tensors):
@@ -49,9 +32,9 @@ def _plain(model):
 
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("scope", ["global", "layer"])
-def test_sparsity_hits_target_on_every_zoo_model(name, scope, data):
-    model = _model(name, data)
-    pruned, metrics = prune_with_metrics(model, PruneStage(method="unstructured", ratio=0.8, scope=scope), data)
+def test_sparsity_hits_target_on_every_zoo_model(name, scope, data, zoo):
+    model = zoo(name)
+    pruned, metrics = prune_with_metrics(model, UnstructuredPrune(ratio=0.8, scope=scope), data)
     weights = [getattr(m, p) for _, m, p in weight_params(pruned, None, [])]
     assert _zero_fraction(weights) == pytest.approx(0.8, abs=0.01)
     assert metrics["sparsity"] == pytest.approx(_zero_fraction(weights), abs=1e-6)
@@ -63,9 +46,9 @@ def test_sparsity_hits_target_on_every_zoo_model(name, scope, data):
     assert pruned(x).shape == (3, data.num_classes)
 
 
-def test_global_scope_keeps_the_largest_weights(data):
-    model = _model("mlp", data)
-    pruned = prune(model, PruneStage(method="unstructured", ratio=0.5), data)
+def test_global_scope_keeps_the_largest_weights(data, zoo):
+    model = zoo("mlp")
+    pruned = prune(model, UnstructuredPrune(ratio=0.5), data)
     orig = [getattr(m, p).detach() for _, m, p in weight_params(model, None, [])]
     new = [getattr(m, p).detach() for _, m, p in weight_params(pruned, None, [])]
     threshold = torch.cat([o.abs().flatten() for o in orig]).median()
@@ -75,20 +58,20 @@ def test_global_scope_keeps_the_largest_weights(data):
         assert (o[~kept].abs() <= threshold + 1e-12).all() and (o[kept].abs() >= threshold - 1e-12).all()
 
 
-def test_ignore_and_targets_select_layers(data):
-    model = _model("cnn", data, channels=[8, 16])
-    pruned = prune(model, PruneStage(method="unstructured", ratio=0.9, ignore=["fc"]), data)
+def test_ignore_and_targets_select_layers(data, zoo):
+    model = zoo("cnn", channels=[8, 16])
+    pruned = prune(model, UnstructuredPrune(ratio=0.9, ignore=["fc"]), data)
     assert (pruned.fc.weight != 0).all()
-    pruned = prune(model, PruneStage(method="unstructured", ratio=0.9, targets=["features.1"]), data)
+    pruned = prune(model, UnstructuredPrune(ratio=0.9, targets=["features.1"]), data)
     assert (pruned.features[0][0].weight != 0).all() and (pruned.fc.weight != 0).all()
     assert _zero_fraction([pruned.features[1][0].weight]) == pytest.approx(0.9, abs=0.01)
 
 
-def test_oneshot_finetune_keeps_pruned_weights_at_zero(data, tmp_path):
-    model = _model("cnn", data, channels=[8, 16])
-    cfg = PruneStage(method="unstructured", ratio=0.7, finetune={"epochs": 1, "lr": 0.05})
+def test_oneshot_finetune_keeps_pruned_weights_at_zero(data, zoo, tmp_path):
+    model = zoo("cnn", channels=[8, 16])
+    cfg = UnstructuredPrune(ratio=0.7, finetune={"epochs": 1, "lr": 0.05})
     pruned, metrics = prune_with_metrics(model, cfg, data, workdir=tmp_path)
-    first = prune(model, PruneStage(method="unstructured", ratio=0.7), data)
+    first = prune(model, UnstructuredPrune(ratio=0.7), data)
     for (_, a, p), (_, b, _) in zip(weight_params(pruned, None, []), weight_params(first, None, [])):
         wa, wb = getattr(a, p), getattr(b, p)
         assert torch.equal(wa == 0, wb == 0)  # the mask chosen before fine-tuning holds
@@ -104,8 +87,8 @@ def test_agp_schedule_formula():
     assert agp_sparsity(0.9, 2.0) == pytest.approx(0.9)  # clipped after the ramp
 
 
-def test_gradual_agp_ramps_inside_the_trainer(data):
-    model = _model("cnn", data, channels=[8, 16]).train()
+def test_gradual_agp_ramps_inside_the_trainer(data, zoo):
+    model = zoo("cnn", channels=[8, 16]).train()
     masks = MagnitudeMasks(weight_params(model, None, []), "global")
     seen: list[float] = []
 
@@ -120,9 +103,9 @@ def test_gradual_agp_ramps_inside_the_trainer(data):
     assert len(set(round(s, 3) for s in seen)) > 3  # it is gradual, not one jump
 
 
-def test_gradual_stage_reaches_target_at_the_end(data, tmp_path):
-    model = _model("cnn", data, channels=[8, 16])
-    cfg = PruneStage(method="unstructured", ratio=0.9, schedule="gradual", finetune={"epochs": 2, "lr": 0.01})
+def test_gradual_stage_reaches_target_at_the_end(data, zoo, tmp_path):
+    model = zoo("cnn", channels=[8, 16])
+    cfg = UnstructuredPrune(ratio=0.9, schedule="gradual", finetune={"epochs": 2, "lr": 0.01})
     pruned, metrics = prune_with_metrics(model, cfg, data, workdir=tmp_path)
     assert metrics["sparsity"] == pytest.approx(0.9, abs=0.01)
     assert metrics["finetune"]["epochs"] == 2
@@ -137,12 +120,12 @@ def _artifact_bytes(d):
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_sparse_artifact_round_trips_exactly_and_is_smaller(name, data, tmp_path):
-    model = _model(name, data)
-    pruned = prune(model, PruneStage(method="unstructured", ratio=0.9), data)
-    save_sparse(pruned, tmp_path / "sparse", _spec(name, data))
-    artifact.save(pruned, tmp_path / "dense", _spec(name, data))
-    artifact.save(model, tmp_path / "baseline", _spec(name, data))
+def test_sparse_artifact_round_trips_exactly_and_is_smaller(name, data, spec, zoo, tmp_path):
+    model = zoo(name)
+    pruned = prune(model, UnstructuredPrune(ratio=0.9), data)
+    save_packed(pruned, tmp_path / "sparse", spec(name))
+    artifact.save(pruned, tmp_path / "dense", spec(name))
+    artifact.save(model, tmp_path / "baseline", spec(name))
     loaded = artifact.load(tmp_path / "sparse")
     assert list(loaded.state_dict()) == list(pruned.state_dict())
     for k, v in pruned.state_dict().items():
@@ -161,9 +144,9 @@ def test_sparse_artifact_round_trips_exactly_and_is_smaller(name, data, tmp_path
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "lstm", "transformer"])
-def test_nm_masks_have_n_nonzeros_in_every_group(name, data):
-    model = _model(name, data)
-    pruned, metrics = prune_with_metrics(model, PruneStage(method="nm", n=2, m=4), data)
+def test_nm_masks_have_n_nonzeros_in_every_group(name, data, zoo):
+    model = zoo(name)
+    pruned, metrics = prune_with_metrics(model, NMPrune(n=2, m=4), data)
     checked = 0
     for layer, mod, p in weight_params(pruned, None, []):
         w = getattr(mod, p)
@@ -178,9 +161,9 @@ def test_nm_masks_have_n_nonzeros_in_every_group(name, data):
     assert "CPU" in metrics["note"]
 
 
-def test_nm_pattern_survives_finetuning(data):
-    model = _model("mlp", data)
-    pruned = prune(model, PruneStage(method="nm", n=1, m=4, finetune={"epochs": 1, "lr": 0.05}), data)
+def test_nm_pattern_survives_finetuning(data, zoo):
+    model = zoo("mlp")
+    pruned = prune(model, NMPrune(n=1, m=4, finetune={"epochs": 1, "lr": 0.05}), data)
     for _, mod, p in weight_params(pruned, None, []):
         assert check_nm(getattr(mod, p), 1, 4)
 

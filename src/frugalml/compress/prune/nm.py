@@ -9,13 +9,50 @@ CPU runtimes do not exploit N:M patterns: the gain on CPU is storage size only.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
+from pydantic import Field, model_validator
 from torch.nn.utils import prune as torch_prune
 
-from frugalml.compress.prune.unstructured import remember_order
+from frugalml.compress.prune._layers import masked_weights, zero_metrics
+from frugalml.compress.prune.api import PruneInputs, register_method
+from frugalml.compress.prune.config import MaskPruneConfig
+from frugalml.compress.prune.unstructured import bake_masks, remember_order
+from frugalml.errors import UnsupportedError
 
 CPU_NOTE = "N:M sparsity is not exploited by CPU runtimes: latency is unchanged, only size falls"
+
+
+class NMPrune(MaskPruneConfig):
+    """N:M sparsity: keep the `n` largest of every `m` consecutive input weights (2:4 by default).
+
+    2:4 is what sparse tensor cores accelerate; on CPU only the artifact shrinks."""
+
+    method: Literal["nm"] = "nm"
+    n: int = Field(2, ge=1, description="weights kept in each group")
+    m: int = Field(4, ge=2, description="group length along the input dimension")
+
+    @model_validator(mode="after")
+    def _n_below_m(self) -> NMPrune:
+        if self.n >= self.m:
+            raise ValueError(f"N:M needs n < m (got n={self.n}, m={self.m}); e.g. n: 2, m: 4")
+        return self
+
+
+@register_method(NMPrune)
+def prune_nm(model: nn.Module, cfg: NMPrune, inputs: PruneInputs) -> tuple[nn.Module, dict]:
+    masked, skipped = apply_nm_masks(masked_weights(model, cfg.targets, cfg.ignore), cfg.n, cfg.m)
+    if not masked:
+        raise UnsupportedError(
+            f"prune method nm: no selected layer has an input width divisible by m={cfg.m}; "
+            f"skipped: {', '.join(skipped[:8])}"
+        )
+    ft = inputs.finetune(model, cfg.finetune)
+    bake_masks(masked)
+    metrics = {"pattern": f"{cfg.n}:{cfg.m}", "dense_layers": skipped, "note": CPU_NOTE, "latency_note": CPU_NOTE}
+    return model, {**metrics, **zero_metrics(model, masked), "finetune": ft}
 
 
 def _grouped_view(w: torch.Tensor, m: int) -> torch.Tensor | None:

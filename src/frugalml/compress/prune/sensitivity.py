@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from frugalml._io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from frugalml.compress.prune._common import check_layer_names, classifier, selected, weight_params
+from frugalml.compress.prune._layers import check_layer_names, classifier, selected, weight_params
 from frugalml.errors import ConfigError
 
 DEFAULT_RATIOS = (0.1, 0.25, 0.5, 0.75)
@@ -41,15 +41,15 @@ def _eval_split(data: Any, max_samples: int) -> tuple[torch.Tensor, torch.Tensor
 
 def _structured_groups(model: nn.Module, data: Any, layers: Sequence[str] | None) -> list[tuple[str, int]]:
     """(root layer name, channels) of each prunable group, in model order."""
-    from frugalml.compress.prune.structured import ROOT_TYPES, StructuredPruner
+    from frugalml.compress.prune._tp_pruner import ROOT_TYPES, StructuredPruner
 
     probe = StructuredPruner(copy.deepcopy(model), data.sample_input(2), num_classes=data.num_classes,
                              importance="l1", ratio=0.0, iterative_steps=1, max_layer_ratio=0.99,
-                             ignore=[], targets=None)  # fmt: skip
+                             ignore=[], targets=None)
     dg = probe.pruner.DG
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     out = []
-    for group in dg.get_all_groups(ignored_layers=probe.pruner.ignored_layers, root_module_types=ROOT_TYPES):
+    for group in probe.groups():
         # name a group by its first layer in model order (tp's root is arbitrary)
         members = [dg._module2name[d.target.module] for d, _ in group
                    if isinstance(d.target.module, tuple(ROOT_TYPES)) and dg.is_out_channel_pruning_fn(d.handler)]
@@ -60,12 +60,13 @@ def _structured_groups(model: nn.Module, data: Any, layers: Sequence[str] | None
 
 
 def _prune_group_copy(model: nn.Module, data: Any, layer: str, ratio: float) -> nn.Module:
-    from frugalml.compress.prune.structured import StructuredPruner
+    """A copy with only `layer`'s group pruned; raises _tp_pruner.BlockedGroup if that breaks it."""
+    from frugalml.compress.prune._tp_pruner import StructuredPruner
 
     m = copy.deepcopy(model)
     pruner = StructuredPruner(m, data.sample_input(2), num_classes=data.num_classes, importance="l1",
                               ratio=0.0, iterative_steps=1, max_layer_ratio=0.99, ignore=[], targets=None,
-                              ratio_by_layer={layer: ratio})  # fmt: skip
+                              ratio_by_layer={layer: ratio})
     pruner.step()
     return m
 
@@ -95,11 +96,21 @@ def sensitivity(
     x, y = _eval_split(data, max_samples)
     base = _accuracy(model, x, y)
     rows = []
+    skipped: dict[str, str] = {}
     if method == "structured":
+        from frugalml.compress.prune._tp_pruner import BlockedGroup
+
         for name, channels in _structured_groups(model, data, layers):
-            for r in ratios:
-                acc = _accuracy(_prune_group_copy(model, data, name, r), x, y)
-                rows.append({"layer": name, "channels": channels, "ratio": r, "accuracy": acc, "drop": base - acc})
+            layer_rows = []
+            try:
+                for r in ratios:
+                    acc = _accuracy(_prune_group_copy(model, data, name, r), x, y)
+                    layer_rows.append({"layer": name, "channels": channels, "ratio": r, "accuracy": acc,
+                                       "drop": base - acc})
+            except BlockedGroup as b:  # this layer cannot be pruned: no rows, and the table says why
+                skipped[name] = b.reason
+                continue
+            rows += layer_rows
     else:
         head, _ = classifier(model, data.num_classes)
         for name, mod, pname in weight_params(model, layers, []):
@@ -116,6 +127,8 @@ def sensitivity(
             with torch.no_grad():
                 w.copy_(original)
     table = {"method": method, "base_accuracy": base, "ratios": list(ratios), "samples": len(y), "rows": rows}
+    if skipped:
+        table["skipped"] = skipped
     if out_dir is not None:
         write_table(table, Path(out_dir))
     return table

@@ -7,11 +7,52 @@ model fine-tunes, so pruned weights stay zero under the optimizer; `bake()` remo
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
+from pydantic import Field, model_validator
 from torch.nn.utils import prune as torch_prune
 
+from frugalml.compress.prune._layers import masked_weights, zero_metrics
+from frugalml.compress.prune.api import PruneInputs, register_method
+from frugalml.compress.prune.config import MaskPruneConfig
+
 _ORDER = "_frugal_param_order"
+
+
+class UnstructuredPrune(MaskPruneConfig):
+    """Zero the smallest-magnitude weights (the default method of `kind: prune`).
+
+    Conv, linear, recurrent and attention weights; shapes are unchanged and the artifact stores the
+    zeros compactly. One-shot or gradual (AGP) during fine-tuning, one threshold or one per layer."""
+
+    method: Literal["unstructured"] = "unstructured"
+    ratio: float = Field(ge=0, lt=1, description="fraction of the targeted weights set to zero, e.g. 0.9")
+    scope: Literal["global", "layer"] = Field("global", description="one magnitude threshold or one per layer")
+    schedule: Literal["oneshot", "gradual"] = Field(
+        "oneshot", description="gradual: AGP cubic schedule (Zhu & Gupta 2017) over the fine-tuning epochs"
+    )
+
+    @model_validator(mode="after")
+    def _gradual_needs_training(self) -> UnstructuredPrune:
+        if self.schedule == "gradual" and (self.finetune is None or self.finetune.epochs < 1):
+            raise ValueError("schedule: gradual prunes during fine-tuning: set finetune.epochs >= 1")
+        return self
+
+
+@register_method(UnstructuredPrune)
+def prune_unstructured(model: nn.Module, cfg: UnstructuredPrune, inputs: PruneInputs) -> tuple[nn.Module, dict]:
+    masks = MagnitudeMasks(masked_weights(model, cfg.targets, cfg.ignore), cfg.scope)
+    if cfg.schedule == "gradual":
+        ft = inputs.finetune(model, cfg.finetune, callbacks=[AGPCallback(masks, cfg.ratio)], every_epoch=True)
+    else:
+        masks.set_sparsity(cfg.ratio)
+        ft = inputs.finetune(model, cfg.finetune)
+    masks.set_sparsity(cfg.ratio)  # exact final target (a no-op unless training was cut short)
+    masks.bake()
+    metrics = {"scope": cfg.scope, "schedule": cfg.schedule, "target": cfg.ratio}
+    return model, {**metrics, **zero_metrics(model, masks.params), "finetune": ft}
 
 
 class MagnitudeMasks:

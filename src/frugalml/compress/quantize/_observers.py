@@ -40,7 +40,9 @@ def percentile_observer(family: str, pct: float) -> type:
         def _non_linear_param_search(self):  # the library's hook that picks (min, max) from the histogram
             return _percentile_range(self.histogram, self.min_val, self.max_val, pct)
 
-    PercentileObserver.__name__ = PercentileObserver.__qualname__ = f"PercentileObserver{pct:g}".replace(".", "_")
+    PercentileObserver.__name__ = PercentileObserver.__qualname__ = f"PercentileObserver{pct:g}".replace(
+        ".", "_"
+    )
     return PercentileObserver
 
 

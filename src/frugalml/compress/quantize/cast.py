@@ -1,6 +1,6 @@
-"""Modes `fp16` / `bf16`: cast every weight; inputs are cast on the way in, logits back to float32.
-On CPUs with AMX/AVX512-BF16, oneDNN runs bf16 convs and matmuls natively (often faster than fp32);
-elsewhere the cast only halves the size.
+"""Backend `torch` for modes `fp16` / `bf16`: cast every weight; inputs are cast on the way in,
+logits back to float32. On CPUs with AMX/AVX512-BF16, oneDNN runs bf16 convs and matmuls natively
+(often faster than fp32); elsewhere the cast only halves the size.
 
 Artifact (format `torch-fp16` / `torch-bf16`): the cast state_dict in safetensors + model.json.
 """
@@ -13,49 +13,80 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from frugalml.artifact import Trust
-from frugalml.compress.quantize._common import (
+from frugalml.artifact import Trust, load_tensors
+from frugalml.compress.quantize.base import (
+    QuantizeContext,
     QuantizedModel,
-    read_tensors,
-    save_tensors,
-    skeleton,
-    write_info,
+    SafeTensors,
+    float_skeleton,
+    saved_settings,
 )
-from frugalml.errors import ArtifactError
+from frugalml.compress.quantize.registry import Backend, register_backend
+from frugalml.errors import ArtifactError, UnsupportedError
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 TENSORS = "model.safetensors"
 
 
-class CastModel(QuantizedModel):
-    def __init__(self, module: nn.Module, cost_model: nn.Module, recipe: dict) -> None:
-        super().__init__(f"torch-{recipe['mode']}", cost_model, recipe)
-        self.format = f"torch-{recipe['mode']}"
-        self.dtype = DTYPES[recipe["mode"]]
-        self.module = module
+class _Casting(nn.Module):
+    """The deployed computation: input cast to the weights' dtype, logits back to float32."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module, self.dtype = module, dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.to(self.dtype)).float()
+
+
+class CastModel(QuantizedModel):
+    def __init__(self, module: nn.Module, cost_model: nn.Module, settings: dict) -> None:
+        super().__init__(f"torch-{settings['mode']}", cost_model, settings)
+        self.format = f"torch-{settings['mode']}"
+        self.dtype = DTYPES[settings["mode"]]
+        self.module = module
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.module(x.to(self.dtype)).float()
+            return self.exportable()(x)
 
-    def save(self, directory: Path, spec: dict, meta: dict | None = None) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_tensors(directory, TENSORS, {k: v.clone() for k, v in self.module.state_dict().items()})
-        write_info(directory, self.format, spec, self.frugal_cost_model, self.frugal_recipe, meta)
-        return directory
+    def artifact(self) -> tuple[dict[str, SafeTensors], dict]:
+        return {TENSORS: SafeTensors({k: v.clone() for k, v in self.module.state_dict().items()})}, {}
+
+    def exportable(self) -> nn.Module:
+        # in eval mode: exporters switch a module to eval and back, and "back" would reach the weights
+        return _Casting(self.module, self.dtype).eval()
+
+    def to_onnx(self, x: torch.Tensor) -> bytes:
+        if self.dtype == torch.bfloat16:
+            raise UnsupportedError(
+                "ONNX Runtime's CPU provider has no bf16 conv/matmul kernels; export this artifact with "
+                "--format pt2, or quantize with mode: fp16 for ONNX"
+            )
+        return super().to_onnx(x)
 
 
-def cast(model: nn.Module, recipe: dict) -> CastModel:
-    return CastModel(copy.deepcopy(model).eval().to(DTYPES[recipe["mode"]]), model, recipe)
+class CastBackend(Backend):
+    name = "torch"
+    about = "a plain fp16/bf16 cast"
+    modes = ("fp16", "bf16")
+    formats = ("torch-fp16", "torch-bf16")
+
+    def quantize(self, model: nn.Module, settings: dict, ctx: QuantizeContext) -> CastModel:
+        return CastModel(copy.deepcopy(model).eval().to(DTYPES[settings["mode"]]), model, settings)
+
+    def load(self, directory: Path, info: dict, trust_code: Trust = False) -> CastModel:
+        settings = {**saved_settings(info, directory), "mode": info["format"].removeprefix("torch-")}
+        tensors = load_tensors(Path(directory) / TENSORS)
+        float_model = float_skeleton(info, directory, trust_code)
+        module = copy.deepcopy(float_model).to(DTYPES[settings["mode"]])
+        try:
+            module.load_state_dict(tensors, strict=True)
+        except RuntimeError as e:
+            raise ArtifactError(
+                f"{directory}: weights do not fit the model ({str(e).splitlines()[0]})"
+            ) from None
+        return CastModel(module.eval(), float_model, settings)
 
 
-def load(directory: Path, info: dict, trust_code: Trust = False) -> CastModel:
-    recipe = dict(info["quantization"])
-    float_model = skeleton(info, directory, trust_code)
-    module = copy.deepcopy(float_model).to(DTYPES[recipe["mode"]])
-    try:
-        module.load_state_dict(read_tensors(Path(directory), TENSORS), strict=True)
-    except RuntimeError as e:
-        raise ArtifactError(f"{directory}: weights do not fit the model ({str(e).splitlines()[0]})") from None
-    return CastModel(module.eval(), float_model, recipe)
+register_backend(CastBackend())

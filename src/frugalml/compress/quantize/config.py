@@ -1,17 +1,22 @@
-"""`QuantizeStage`: the typed config of the `quantize` stage (same class in YAML and in Python)."""
+"""`QuantizeStage`: the typed config of the `quantize` stage (same class in YAML and in Python).
+The allowed `mode:` and `backend:` values come from the backend registry."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
+from frugalml.compress.quantize.registry import MODES, backend_help, backend_names, get_backend
+from frugalml.compress.quantize.select import REFERENCES
 from frugalml.config import Config
+from frugalml.errors import ConfigError
 from frugalml.stages import StageConfig
+from frugalml.train import TrainOverrides
 
-Mode = Literal["dynamic", "static", "qat", "weight-only", "fp16", "bf16"]
-Backend = Literal["auto", "torch", "pt2e", "onnxruntime"]
-Reference = Literal["torch-compile", "onnxruntime"]
+Mode = Literal[tuple(MODES)]  # type: ignore[valid-type]
+Backend = Literal[("auto", *backend_names())]  # type: ignore[valid-type]
+Reference = Literal[tuple(REFERENCES)]  # type: ignore[valid-type]
 
 
 class QATConfig(Config):
@@ -20,7 +25,7 @@ class QATConfig(Config):
 
     epochs: int = Field(2, ge=1, description="fine-tuning epochs with fake quantization")
     lr: float = Field(0.005, gt=0, description="peak learning rate (small: the weights are already trained)")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="other TrainConfig fields")
+    overrides: TrainOverrides = Field(default_factory=TrainOverrides, description="other TrainConfig fields")  # type: ignore[valid-type]
 
 
 class QuantizeStage(StageConfig):
@@ -28,15 +33,18 @@ class QuantizeStage(StageConfig):
 
     `backend: auto` builds every backend that supports `mode` on this machine, measures accuracy on
     the val split and latency at every measure batch size, and keeps the fastest (at the largest batch
-    size) whose accuracy drop stays within `tolerance`.
+    size) whose accuracy drop stays within `tolerance`. For `mode: qat`, which trains, it keeps the
+    first backend that can take the model (pt2e, else torch).
     """
 
     kind: Literal["quantize"] = "quantize"
-    mode: Mode = Field("static", description="dynamic | static | qat | weight-only | fp16 | bf16")
-    backend: Backend = Field("auto", description="auto | torch (torch.ao) | pt2e (torchao + inductor) | onnxruntime")
+    mode: Mode = Field("static", description=" | ".join(MODES))
+    backend: Backend = Field("auto", description=backend_help())
     bits: Literal[8, 4] = Field(8, description="weight bits; 4 only for mode weight-only")
     group_size: int | None = Field(
-        None, ge=1, description="int4 weight-only group; default: the largest of 128/64/32/16 dividing in_features"
+        None,
+        ge=1,
+        description="int4 weight-only group; default: the largest of 128/64/32/16 dividing in_features",
     )
     calibration_batches: int = Field(8, ge=1, description="training batches observed by static PTQ")
     calibration_batch_size: int = Field(64, ge=1)
@@ -53,20 +61,22 @@ class QuantizeStage(StageConfig):
         False, description="keep the most sensitive layers in float until the drop is within tolerance"
     )
     qat: QATConfig = Field(default_factory=QATConfig)
-    references: list[Reference] = Field(
-        default_factory=lambda: ["torch-compile", "onnxruntime"],
+    references: list[Reference] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(REFERENCES),
         description="fp32 runtimes timed next to fp32 eager for honest speedups",
     )
 
     @model_validator(mode="after")
     def _consistent(self) -> QuantizeStage:
         if self.bits == 4 and self.mode != "weight-only":
-            raise ValueError(f"bits: 4 needs mode: weight-only (mode is {self.mode!r}); int8 is the only "
-                             "activation-quantized width")  # fmt: skip
+            raise ValueError(
+                f"bits: 4 needs mode: weight-only (mode is {self.mode!r}); int8 is the only activation-quantized width"
+            )
         if self.mixed_precision and self.mode != "static":
             raise ValueError(f"mixed_precision needs mode: static (mode is {self.mode!r})")
-        if self.mode in ("weight-only", "fp16", "bf16") and self.backend not in ("auto", "torch"):
-            raise ValueError(f"mode {self.mode!r} runs on backend torch (or auto), not {self.backend!r}")
-        if self.mode == "qat" and self.backend == "onnxruntime":
-            raise ValueError("mode qat runs on backend pt2e or torch (or auto), not 'onnxruntime'")
+        if self.backend != "auto":
+            try:
+                get_backend(self.mode, self.backend)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
         return self

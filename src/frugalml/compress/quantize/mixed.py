@@ -13,22 +13,16 @@ from typing import Any
 
 import torch.nn as nn
 
-from frugalml.compress.quantize._common import QuantizedModel
+from frugalml.compress.quantize.base import QuantizedModel
 from frugalml.compress.quantize.select import accuracy
 
 LIMIT = 2000
 Build = Callable[[list[str]], QuantizedModel]
 
 
-def _reference(q: QuantizedModel) -> QuantizedModel:
-    if hasattr(q, "compiled"):
-        q.compiled = False
-    return q
-
-
-def _fast(q: QuantizedModel) -> QuantizedModel:
-    if hasattr(q, "compiled"):
-        q.compiled = True
+def _compiled(q: QuantizedModel, flag: bool) -> QuantizedModel:
+    if "compiled" in vars(q):  # only backends that compile (pt2e) switch between the two graphs
+        q.compiled = flag
     return q
 
 
@@ -36,16 +30,17 @@ def quantized_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
 
 
-def search(model: nn.Module, build: Build, data: Any, float_accuracy: float, tolerance: float,
-           log: logging.Logger) -> tuple[QuantizedModel, dict]:  # fmt: skip
+def search(
+    model: nn.Module, build: Build, data: Any, float_accuracy: float, tolerance: float, log: logging.Logger
+) -> tuple[QuantizedModel, dict]:
     def drop(q: QuantizedModel) -> float:
-        return (float_accuracy - accuracy(_reference(q), data, LIMIT)) * 100
+        return (float_accuracy - accuracy(_compiled(q, False), data, LIMIT)) * 100
 
     full = build([])
     base = drop(full)
     report: dict = {"full_int8_drop_points": base, "sensitivity_points": {}, "float_layers": []}
     if base <= tolerance:
-        return _fast(full), report
+        return _compiled(full, True), report
     layers = quantized_layers(model)
     gains = {name: base - drop(build([name])) for name in layers}
     report["sensitivity_points"] = gains
@@ -60,4 +55,4 @@ def search(model: nn.Module, build: Build, data: Any, float_accuracy: float, tol
         if d <= tolerance:
             break
     report.update(float_layers=kept, final_drop_points=d)
-    return _fast(q), report
+    return _compiled(q, True), report

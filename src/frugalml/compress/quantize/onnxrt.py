@@ -1,6 +1,7 @@
 """Backend `onnxruntime`: export to ONNX, `quant_pre_process`, then ONNX Runtime's `quantize_static`
 (QDQ, per-channel conv weights, calibrated with a CalibrationDataReader) or `quantize_dynamic`
-(MatMul/Gemm/LSTM weights, activations quantized per batch at run time).
+(MatMul/Gemm/LSTM weights, activations quantized per batch at run time). Without VNNI, weights are
+quantized to 7 bits (`reduce_range`): ONNX Runtime's u8*s8 kernels would saturate otherwise.
 
 Artifact (format `onnx-int8`): the quantized `model.onnx` (a protobuf: no pickle) + model.json.
 `OnnxModel` wraps an InferenceSession as an nn.Module so frugalml measures it like any model; it
@@ -9,7 +10,7 @@ also serves the fp32 ONNX Runtime reference (`runtime="onnxruntime-fp32"`).
 
 from __future__ import annotations
 
-import io
+import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,61 +19,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from frugalml._io import atomic_write_bytes
 from frugalml.artifact import Trust
-from frugalml.compress.quantize._common import (
-    QuantizedModel,
-    cpu_has_vnni,
-    native_stdout_silenced,
-    quiet,
-    skeleton,
-    write_info,
-)
+from frugalml.compress.quantize._runtime import first_line, quiet
+from frugalml.compress.quantize.base import QuantizeContext, QuantizedModel, float_skeleton, saved_settings
+from frugalml.compress.quantize.interop import export_onnx, make_session, run_session
+from frugalml.compress.quantize.registry import Backend, register_backend
 from frugalml.errors import ArtifactError, UnsupportedError
+from frugalml.measure.env import has_int8_dot
 
 FORMAT = "onnx-int8"
 MODEL_FILE = "model.onnx"
-OPSET = 17
 _CALIBRATION = {"minmax": "MinMax", "histogram": "Entropy", "percentile": "Percentile"}
 _DYNAMIC_OPS = ["MatMul", "Gemm", "LSTM", "Attention"]
-
-
-def export_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
-    """Float ONNX with a dynamic batch axis. The TorchScript-based exporter is tried first: it is
-    fast and folds BatchNorm into convs; the dynamo exporter is the fallback for what it cannot trace."""
-    errors = []  # the caller passes an eval-mode model (pt2e graphs refuse .eval())
-    for dynamo in (False, True):
-        buf = io.BytesIO()
-        try:
-            with quiet(), torch.no_grad():
-                if dynamo:
-                    torch.onnx.export(model, (example,), buf, input_names=["input"], output_names=["logits"],
-                                      dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
-                                      verbose=False)  # fmt: skip
-                else:
-                    with native_stdout_silenced():
-                        torch.onnx.export(model, (example,), buf, input_names=["input"], output_names=["logits"],
-                                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                                          opset_version=OPSET, dynamo=False)  # fmt: skip
-            return buf.getvalue()
-        except Exception as e:  # both exporters raise a wide range of internal types
-            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
-    raise UnsupportedError(
-        f"backend onnxruntime: torch.onnx.export cannot export {type(model).__name__} ({'; '.join(errors)}); "
-        "use backend torch or pt2e"
-    )
-
-
-def make_session(model: bytes | str, threads: int) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    # spinning threads burn the cores between calls and distort timings of everything else
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 class OnnxModel(QuantizedModel):
@@ -81,8 +39,10 @@ class OnnxModel(QuantizedModel):
 
     format = FORMAT
 
-    def __init__(self, onnx_bytes: bytes, cost_model: nn.Module, recipe: dict, runtime: str = "onnxruntime-int8"):
-        super().__init__(runtime, cost_model, recipe)
+    def __init__(
+        self, onnx_bytes: bytes, cost_model: nn.Module, settings: dict, runtime: str = "onnxruntime-int8"
+    ):
+        super().__init__(runtime, cost_model, settings)
         self.onnx_bytes = onnx_bytes
         self._session: Any = None
         self._threads = 0
@@ -93,17 +53,17 @@ class OnnxModel(QuantizedModel):
             self._session, self._threads = make_session(self.onnx_bytes, threads), threads
         return self._session
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sess = self.session()
-        feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)}
-        return torch.from_numpy(sess.run(None, feed)[0])
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return run_session(self.session(), x)
 
-    def save(self, directory: Path, spec: dict, meta: dict | None = None) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(directory / MODEL_FILE, self.onnx_bytes)
-        write_info(directory, FORMAT, spec, self.frugal_cost_model, self.frugal_recipe, meta, files=[MODEL_FILE])
-        return directory
+    def artifact(self) -> tuple[dict[str, bytes], dict]:
+        return {MODEL_FILE: self.onnx_bytes}, {}
+
+    def to_onnx(self, x: torch.Tensor) -> bytes:
+        return self.onnx_bytes  # already the deployable graph
+
+    def to_pt2(self, x: torch.Tensor) -> torch.export.ExportedProgram:
+        raise UnsupportedError("an onnx-int8 artifact is an ONNX model; export it with --format onnx")
 
 
 class _Batches:
@@ -119,56 +79,54 @@ class _Batches:
         pass
 
 
-def _preprocess(float_onnx: bytes, tmp: Path) -> Path:
+def _quantize_onnx(float_onnx: bytes, settings: dict, batches: list[torch.Tensor] | None) -> bytes:
+    """quant_pre_process, then ONNX Runtime's static (with `batches`) or dynamic quantization."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    src, dst = tmp / "float.onnx", tmp / "pre.onnx"
-    src.write_bytes(float_onnx)
-    with quiet():
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-    return dst
-
-
-def quantize_static(model: nn.Module, recipe: dict, batches: list[torch.Tensor]) -> OnnxModel:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static as ort_quantize_static
-
-    reader_cls = type("FrugalCalibration", (_Batches, CalibrationDataReader), {})
-    float_onnx = export_onnx(model, batches[0])
-    observer = recipe.get("observer", "histogram")
+    common = {"per_channel": settings.get("per_channel", True), "reduce_range": not has_int8_dot()}
     with tempfile.TemporaryDirectory(prefix="frugal-ort-") as tmp:
-        pre = _preprocess(float_onnx, Path(tmp))
-        out = Path(tmp) / "int8.onnx"
+        src, pre, out = (Path(tmp) / n for n in ("float.onnx", "pre.onnx", "int8.onnx"))
+        src.write_bytes(float_onnx)
         with quiet():
-            ort_quantize_static(
-                str(pre), str(out), reader_cls("input", batches),
-                quant_format=QuantFormat.QDQ, per_channel=recipe.get("per_channel", True),
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=not cpu_has_vnni(),
-                calibrate_method=getattr(CalibrationMethod, _CALIBRATION[observer]),
-                extra_options={"CalibPercentile": recipe.get("percentile", 99.99)},
-            )  # fmt: skip
-        return OnnxModel(out.read_bytes(), model, recipe)
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+            if batches is None:
+                quantize_dynamic(
+                    str(pre),
+                    str(out),
+                    op_types_to_quantize=_DYNAMIC_OPS,
+                    weight_type=QuantType.QInt8,
+                    **common,
+                )
+            else:
+                reader = type("FrugalCalibration", (_Batches, CalibrationDataReader), {})("input", batches)
+                method = getattr(CalibrationMethod, _CALIBRATION[settings.get("observer", "histogram")])
+                quantize_static(
+                    str(pre),
+                    str(out),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=method,
+                    extra_options={"CalibPercentile": settings.get("percentile", 99.99)},
+                    **common,
+                )
+        return out.read_bytes()
 
 
-def quantize_dynamic(model: nn.Module, recipe: dict, example: torch.Tensor) -> OnnxModel:
-    from onnxruntime.quantization import QuantType
-    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
-
-    if not any(isinstance(m, (nn.Linear, nn.LSTM)) for m in model.modules()):
-        raise UnsupportedError(
-            f"backend onnxruntime: dynamic quantization covers Linear/LSTM layers and {type(model).__name__} "
-            "has none; use mode: static"
-        )
-    float_onnx = export_onnx(model, example)
-    with tempfile.TemporaryDirectory(prefix="frugal-ort-") as tmp:
-        pre = _preprocess(float_onnx, Path(tmp))
-        out = Path(tmp) / "int8.onnx"
-        with quiet():
-            ort_quantize_dynamic(
-                str(pre), str(out), op_types_to_quantize=_DYNAMIC_OPS, per_channel=recipe.get("per_channel", True),
-                weight_type=QuantType.QInt8, reduce_range=not cpu_has_vnni(),
-            )  # fmt: skip
-        return OnnxModel(out.read_bytes(), model, recipe)
+def _export(model: nn.Module, example: torch.Tensor) -> bytes:
+    try:
+        return export_onnx(model, example)
+    except UnsupportedError as e:
+        raise UnsupportedError(f"backend onnxruntime: {e}; use backend torch or pt2e") from None
 
 
 def float_runtime(model: nn.Module, example: torch.Tensor) -> OnnxModel:
@@ -176,13 +134,40 @@ def float_runtime(model: nn.Module, example: torch.Tensor) -> OnnxModel:
     return OnnxModel(export_onnx(model, example), model, {"mode": "fp32"}, runtime="onnxruntime-fp32")
 
 
-def load(directory: Path, info: dict, trust_code: Trust = False) -> OnnxModel:
-    path = Path(directory) / MODEL_FILE
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing ONNX model file")
-    model = OnnxModel(path.read_bytes(), skeleton(info, directory, trust_code), dict(info["quantization"]))
-    try:
-        model.session()
-    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
-    return model
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    about = "ONNX Runtime int8"
+    modes = ("static", "dynamic")
+    formats = (FORMAT,)
+
+    def missing(self) -> str | None:
+        for module in ("onnxruntime", "onnx"):
+            if importlib.util.find_spec(module) is None:
+                return f"{module} (pip install {module})"
+        return None
+
+    def quantize(self, model: nn.Module, settings: dict, ctx: QuantizeContext) -> OnnxModel:
+        if settings["mode"] == "dynamic":
+            if not any(isinstance(m, (nn.Linear, nn.LSTM)) for m in model.modules()):
+                raise UnsupportedError(
+                    f"backend onnxruntime: dynamic quantization covers Linear/LSTM layers and "
+                    f"{type(model).__name__} has none; use mode: static"
+                )
+            return OnnxModel(_quantize_onnx(_export(model, ctx.example()), settings, None), model, settings)
+        batches = ctx.batches()
+        return OnnxModel(_quantize_onnx(_export(model, batches[0]), settings, batches), model, settings)
+
+    def load(self, directory: Path, info: dict, trust_code: Trust = False) -> OnnxModel:
+        path = Path(directory) / MODEL_FILE
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing ONNX model file")
+        settings = saved_settings(info, directory)
+        model = OnnxModel(path.read_bytes(), float_skeleton(info, directory, trust_code), settings)
+        try:
+            model.session()
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first_line(e)})") from None
+        return model
+
+
+register_backend(OnnxRuntimeBackend())

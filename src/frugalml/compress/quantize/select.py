@@ -2,7 +2,10 @@
 every quantized model is compared with (fp32 eager and the best fp32 runtime on this machine).
 
 All timings come from `frugalml.measure.measure_latency` with the recipe's MeasureConfig, in the
-same process and run as the stage, so candidates and references are comparable.
+same process and run as the stage, so candidates and references are comparable. A compiled
+reference is compiled and warmed up at every batch size before it is timed; if it still recompiles
+while timed it is not reported, and if it is more than `SLOWER_THAN_EAGER` times slower than fp32
+eager it is reported with a note but never used as the best-fp32 baseline.
 """
 
 from __future__ import annotations
@@ -15,11 +18,28 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from frugalml.compress.quantize._common import CompiledRunner
-from frugalml.errors import FrugalError
+from frugalml.compress.quantize._runtime import CompiledRunner, first_line
 
 Predict = Callable[[torch.Tensor], Any]
 KEEP = ("median", "p90", "mean", "min", "iterations")
+SLOWER_THAN_EAGER = 2.0
+
+
+def _torch_compile(model: nn.Module, data: Any) -> Predict:
+    return CompiledRunner(model)
+
+
+def _onnxruntime(model: nn.Module, data: Any) -> Predict:
+    from frugalml.compress.quantize.onnxrt import float_runtime
+
+    return float_runtime(model, data.sample_input(2))
+
+
+# fp32 runtimes a quantized model is compared with, by `references:` name
+REFERENCES: dict[str, Callable[[nn.Module, Any], Predict]] = {
+    "torch-compile": _torch_compile,
+    "onnxruntime": _onnxruntime,
+}
 
 
 def eval_split(data: Any) -> tuple[str, torch.Tensor, torch.Tensor]:
@@ -55,31 +75,63 @@ def largest(lat: dict[str, dict]) -> str:
     return max(lat, key=lambda k: int(k[1:]))
 
 
-def reference_runtimes(model: nn.Module, data: Any, names: list[str], log: logging.Logger) -> dict[str, Predict]:
-    """fp32 eager plus each requested fp32 runtime that works here (a failure is logged, not fatal:
-    the baseline is then simply absent from the report)."""
-    from frugalml.compress.quantize import onnxrt
-
+def reference_latencies(
+    model: nn.Module, data: Any, names: list[str], mcfg: Any, log: logging.Logger
+) -> tuple[dict[str, dict], dict[str, str]]:
+    """({runtime: latency}, {runtime: note}) for fp32 eager and each requested fp32 runtime that
+    works here. A runtime that fails to build is noted, not fatal; one that compiled while being
+    timed is noted and left out; one far slower than eager is kept but noted (see `usable`)."""
     float_model = copy.deepcopy(model).eval()
-    runners: dict[str, Predict] = {"fp32-eager": float_model}
+    refs = {"fp32-eager": latency(float_model, data, mcfg)}
+    notes: dict[str, str] = {}
     for name in names:
+        runtime = f"fp32-{name}"
         try:
-            if name == "torch-compile":
-                runner = CompiledRunner(float_model)
-                runner(data.sample_input(1))  # compile now, so a failure is caught here
-                runners["fp32-torch-compile"] = runner
-            elif name == "onnxruntime":
-                runners["fp32-onnxruntime"] = onnxrt.float_runtime(float_model, data.sample_input(2))
-        except (FrugalError, RuntimeError, AssertionError) as e:  # inductor/ORT failures carry many types
-            log.warning("fp32 reference %s unavailable: %s", name, str(e).splitlines()[0][:200])
-    return runners
+            runner = REFERENCES[name](float_model, data)
+            if isinstance(runner, CompiledRunner):
+                runner.warm_up(data.sample_input(bs) for bs in mcfg.batch_sizes)
+            compiles = getattr(runner, "compiles", 0)
+            lat = latency(runner, data, mcfg)
+        except Exception as e:  # inductor/ORT failures carry many types; the baseline is then absent
+            log.warning("fp32 reference %s unavailable: %s", name, first_line(e))
+            notes[runtime] = f"unavailable: {first_line(e)}"
+            continue
+        if getattr(runner, "compiles", 0) != compiles:
+            notes[runtime] = "recompiled while being timed; not reported"
+            log.warning("fp32 reference %s %s", name, notes[runtime])
+            continue
+        refs[runtime] = lat
+    notes.update(slow_references(refs))
+    return refs, notes
 
 
-def speedups(chosen: dict[str, dict], references: dict[str, dict[str, dict]]) -> dict:
+def slow_references(refs: dict[str, dict]) -> dict[str, str]:
+    """{runtime: note} for references more than SLOWER_THAN_EAGER times slower than fp32 eager at
+    some batch size: a baseline like that (e.g. a compiled graph that kept recompiling) would turn
+    into an absurd speedup."""
+    eager = refs["fp32-eager"]
+    notes = {}
+    for name, lat in refs.items():
+        ratios = {
+            b: lat[b]["median"] / eager[b]["median"] for b in lat if b in eager and eager[b]["median"] > 0
+        }
+        worst = max(ratios, key=ratios.__getitem__, default=None)
+        if worst is not None and ratios[worst] > SLOWER_THAN_EAGER:
+            notes[name] = (
+                f"{ratios[worst]:.1f}x slower than fp32 eager at {worst} ({lat[worst]['median']:.3g} vs "
+                f"{eager[worst]['median']:.3g} ms); not used as the best-fp32 baseline"
+            )
+    return notes
+
+
+def speedups(
+    chosen: dict[str, dict], references: dict[str, dict[str, dict]], notes: dict[str, str] | None = None
+) -> dict:
     """Speedups of the chosen model vs fp32 eager and vs the fastest fp32 runtime (at the largest
-    batch size), per batch size, from medians."""
+    batch size; a noted reference never counts), per batch size, from medians."""
     key = largest(chosen)
-    best = min(references, key=lambda r: references[r][key]["median"])
+    usable = [r for r in references if r == "fp32-eager" or r not in (notes or {})]
+    best = min(usable, key=lambda r: references[r][key]["median"])
 
     def ratio(ref: str) -> dict[str, float]:
         return {b: references[ref][b]["median"] / chosen[b]["median"] for b in chosen if b in references[ref]}
@@ -93,11 +145,16 @@ def pick(candidates: list[dict], float_accuracy: float, tolerance: float, log: l
     ok = [i for i, c in enumerate(candidates) if "error" not in c]
     within = [i for i in ok if (float_accuracy - candidates[i]["accuracy"]) * 100 <= tolerance + 1e-9]
     if within:
-        return min(within, key=lambda i: candidates[i]["latency_ms"][largest(candidates[i]["latency_ms"])]["median"])
+        return min(
+            within, key=lambda i: candidates[i]["latency_ms"][largest(candidates[i]["latency_ms"])]["median"]
+        )
     best = max(ok, key=lambda i: candidates[i]["accuracy"])
     log.warning(
         "no quantization backend stays within tolerance %.2f points of float accuracy %.4f; keeping the most "
         "accurate (%s, %.4f). Try mode: qat, mixed_precision: true or observer: histogram",
-        tolerance, float_accuracy, candidates[best]["backend"], candidates[best]["accuracy"],
-    )  # fmt: skip
+        tolerance,
+        float_accuracy,
+        candidates[best]["backend"],
+        candidates[best]["accuracy"],
+    )
     return best

@@ -1,25 +1,33 @@
-"""Mode `weight-only`: torchao int8 (per output row) or int4 (grouped) weights for Linear layers;
-activations stay float. It saves memory and memory bandwidth — a win for large Linear-heavy models
-at batch 1, not for small models whose weights already sit in cache (there the dequantization
-costs more than it saves; `frugal` reports that honestly).
+"""Backend `torch` for mode `weight-only`: torchao int8 (per output row) or int4 (grouped) weights for
+Linear layers; activations stay float. It saves memory and memory bandwidth — a win for large
+Linear-heavy models at batch 1, not for small models whose weights already sit in cache (there the
+dequantization costs more than it saves; `frugal` reports that honestly).
 
 Artifact (format `torchao-weight-only`): torchao's own safetensors flattening of its tensor
-subclasses (an allow-listed set of types: no pickle); loading re-applies the recipe to the float
+subclasses (an allow-listed set of types: no pickle); loading re-applies the settings to the float
 skeleton and assigns the saved tensors.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from frugalml._io import save_tensors_atomic
 from frugalml.artifact import Trust
-from frugalml.compress.quantize._common import QuantizedModel, import_torchao, quiet, skeleton, write_info
+from frugalml.compress.quantize._runtime import first_line, import_torchao, quiet
+from frugalml.compress.quantize.base import (
+    QuantizeContext,
+    QuantizedModel,
+    SafeTensors,
+    float_skeleton,
+    saved_settings,
+)
+from frugalml.compress.quantize.registry import Backend, register_backend
 from frugalml.errors import ArtifactError, UnsupportedError
 
 FORMAT = "torchao-weight-only"
@@ -44,13 +52,10 @@ def _groups(model: nn.Module, bits: int, group_size: int | None) -> dict[str, in
     return out
 
 
-def _apply(model: nn.Module, recipe: dict) -> dict[str, int | None]:
+def _apply(model: nn.Module, layers: dict[str, int | None]) -> None:
     import_torchao()
     from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, PerGroup, quantize_
 
-    layers = recipe.get("layers")
-    if layers is None:
-        layers = _groups(model, recipe.get("bits", 8), recipe.get("group_size"))
     for g in sorted({g for g in layers.values() if g is not None}) or [None]:
         chosen = {n for n, lg in layers.items() if lg == g}
         if not chosen:
@@ -62,64 +67,69 @@ def _apply(model: nn.Module, recipe: dict) -> dict[str, int | None]:
             config = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(g))
         with quiet():
             quantize_(model, config, filter_fn=lambda m, fqn, chosen=chosen: fqn in chosen)
-    return layers
 
 
 class WeightOnlyModel(QuantizedModel):
     format = FORMAT
 
-    def __init__(self, module: nn.Module, cost_model: nn.Module, recipe: dict) -> None:
-        super().__init__(f"torchao-int{recipe.get('bits', 8)}-weight-only", cost_model, recipe)
+    def __init__(self, module: nn.Module, cost_model: nn.Module, settings: dict) -> None:
+        super().__init__(f"torchao-int{settings.get('bits', 8)}-weight-only", cost_model, settings)
         self.module = module
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def run(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.module(x)
 
-    def save(self, directory: Path, spec: dict, meta: dict | None = None) -> Path:
+    def artifact(self) -> tuple[dict[str, SafeTensors], dict]:
         from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors, metadata = flatten_tensor_state_dict(self.module.state_dict())
-        save_tensors_atomic(tensors, directory / TENSORS, metadata=metadata)
-        write_info(directory, FORMAT, spec, self.frugal_cost_model, self.frugal_recipe, meta)
-        return directory
+        return {TENSORS: SafeTensors(*flatten_tensor_state_dict(self.module.state_dict()))}, {}
 
 
-def quantize_weight_only(model: nn.Module, recipe: dict) -> WeightOnlyModel:
-    recipe = dict(recipe)
-    module = copy.deepcopy(model).eval()
-    layers = _groups(module, recipe.get("bits", 8), recipe.get("group_size"))
-    if not layers:
-        what = "Linear layers" if recipe.get("bits", 8) == 8 else "Linear layers whose in_features a group size divides"
-        raise UnsupportedError(
-            f"weight-only quantization covers {what} and {type(model).__name__} has none; "
-            "use mode: static (convolutions) or set group_size"
-        )
-    recipe["layers"] = _apply(module, {**recipe, "layers": layers})
-    return WeightOnlyModel(module, model, recipe)
+class WeightOnlyBackend(Backend):
+    name = "torch"
+    about = "torchao weight-only"
+    modes = ("weight-only",)
+    formats = (FORMAT,)
+
+    def missing(self) -> str | None:
+        return None if importlib.util.find_spec("torchao") else "torchao (pip install torchao)"
+
+    def quantize(self, model: nn.Module, settings: dict, ctx: QuantizeContext) -> WeightOnlyModel:
+        module = copy.deepcopy(model).eval()
+        bits = settings.get("bits", 8)
+        layers = _groups(module, bits, settings.get("group_size"))
+        if not layers:
+            what = "Linear layers" if bits == 8 else "Linear layers whose in_features a group size divides"
+            raise UnsupportedError(
+                f"weight-only quantization covers {what} and {type(model).__name__} has none; "
+                "use mode: static (convolutions) or set group_size"
+            )
+        _apply(module, layers)
+        return WeightOnlyModel(module, model, {**settings, "layers": layers})
+
+    def load(self, directory: Path, info: dict, trust_code: Trust = False) -> WeightOnlyModel:
+        from safetensors import safe_open
+        from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
+        path = Path(directory) / TENSORS
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing weights file")
+        settings = saved_settings(info, directory)
+        float_model = float_skeleton(info, directory, trust_code)
+        module = copy.deepcopy(float_model)
+        _apply(module, settings.get("layers") or {})
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+            state = unflatten_tensor_state_dict(tensors, metadata)
+            if isinstance(state, tuple):  # some torchao versions also return the leftover entries
+                state = state[0]
+            module.load_state_dict(state, assign=True, strict=True)
+        except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as e:
+            raise ArtifactError(f"{path}: cannot restore weight-only tensors ({first_line(e)})") from None
+        return WeightOnlyModel(module.eval(), float_model, settings)
 
 
-def load(directory: Path, info: dict, trust_code: Trust = False) -> WeightOnlyModel:
-    from safetensors import safe_open
-    from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
-
-    path = Path(directory) / TENSORS
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing weights file")
-    recipe = dict(info["quantization"])
-    float_model = skeleton(info, directory, trust_code)
-    module = copy.deepcopy(float_model)
-    _apply(module, recipe)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
-        state = unflatten_tensor_state_dict(tensors, metadata)
-        if isinstance(state, tuple):  # some torchao versions also return the leftover entries
-            state = state[0]
-        module.load_state_dict(state, assign=True, strict=True)
-    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path}: cannot restore weight-only tensors ({str(e).splitlines()[0][:200]})") from None
-    return WeightOnlyModel(module.eval(), float_model, recipe)
+register_backend(WeightOnlyBackend())

@@ -1,0 +1,67 @@
+"""Fine-tuning after (or, for AGP, during) pruning: the recipe's `train:` section merged with the
+stage's `finetune:` through `frugalml.train.merge_train`, run by the one Trainer, optionally
+distilling from the model as it was before pruning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+
+if TYPE_CHECKING:
+    from frugalml.compress.prune.api import PruneInputs
+    from frugalml.compress.prune.config import FinetuneConfig
+
+
+def finetune(
+    model: nn.Module,
+    ft: FinetuneConfig | None,
+    inputs: PruneInputs,
+    *,
+    epochs: int | None = None,
+    callbacks: Sequence[Any] = (),
+    checkpoint: str = "finetune",
+    every_epoch: bool = False,
+) -> dict | None:
+    """Train `model` in place as `ft` says (`epochs` overrides ft.epochs, e.g. one share of a
+    multi-step schedule); checkpoints go to `inputs.workdir / checkpoint`. `every_epoch` turns early
+    stopping off (a pruning schedule needs every epoch). Returns a summary for the stage metrics."""
+    from frugalml.train import Trainer, merge_train
+
+    if ft is None:
+        return None
+    defaults = inputs.train_defaults
+    stage_seed = {"seed": inputs.seed} if defaults is None or defaults.seed is None else None
+    cfg = merge_train(
+        defaults, stage_seed, ft.overrides, {"epochs": ft.epochs if epochs is None else epochs, "lr": ft.lr},
+        where=f"{inputs.where}.finetune",
+    )
+    if every_epoch:
+        cfg = cfg.model_copy(update={"early_stopping": None})
+    if cfg.epochs == 0:
+        return None
+    terms = [DistillFrom(inputs.teacher, ft.distill, ft.temperature)] if inputs.teacher is not None else []
+    ckpt = inputs.workdir / checkpoint if inputs.workdir is not None else None
+    trainer = Trainer(model, inputs.data, cfg, loss_terms=terms, callbacks=callbacks, checkpoint_dir=ckpt,
+                      log=inputs.log, progress=False)
+    result = trainer.fit(resume=inputs.resume and ckpt is not None)
+    return {"epochs": result.epochs_run, "best_val_accuracy": result.best_val_accuracy}
+
+
+class DistillFrom:
+    """Trainer loss term: `weight * T^2 * KL(teacher || student)` on temperature-softened outputs
+    (Hinton et al., `frugalml.compress.distill.losses.kd_loss`), the teacher being the model as it
+    was before pruning (frozen, eval mode)."""
+
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float) -> None:
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.weight, self.t = weight, temperature
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        from frugalml.compress.distill.losses import kd_loss
+
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        return self.weight * kd_loss(logits, teacher_logits, self.t)
