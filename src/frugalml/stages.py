@@ -36,6 +36,10 @@ STAGE_MODULES = (
     "frugalml.builtin_stages",
     "frugalml.compress.prune",
     "frugalml.compress.quantize",
+    "frugalml.compress.distill",
+    "frugalml.compress.lowrank",
+    "frugalml.compress.ensemble",
+    "frugalml.compress.average",
 )
 
 
