@@ -40,6 +40,9 @@ STAGE_MODULES = (
     "frugalml.compress.lowrank",
     "frugalml.compress.ensemble",
     "frugalml.compress.average",
+    "frugalml.datawise.transfer",
+    "frugalml.datawise.semisup",
+    "frugalml.datawise.label_issues",
 )
 
 

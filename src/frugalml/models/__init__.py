@@ -6,7 +6,7 @@
 """
 
 # importing the family modules registers their variants
-from frugalml.models import cnn, lenet, mlp, mobilenet, resnet, rnn, shufflenet, transformer  # noqa: F401
+from frugalml.models import cnn, efficientnet, lenet, mlp, mobilenet, resnet, rnn, shufflenet, transformer  # noqa: F401
 from frugalml.models._activations import ACTIVATIONS, activation_names, make_activation
 from frugalml.models._config import ModelConfig
 from frugalml.models._pruning import pruning_hints, sync_after_pruning
