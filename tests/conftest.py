@@ -14,7 +14,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     yield
 
 
-FAST_MEASURE = {"warmup_iters": 2, "warmup_seconds": 0.0, "iters": 3, "min_seconds": 0.0, "threads": 1}
+# tiny and quick; no fp32 runtime references (torch.compile costs seconds): tests that need them ask
+FAST_MEASURE = {"warmup_iters": 2, "warmup_seconds": 0.0, "iters": 3, "min_seconds": 0.0, "threads": 1,
+                "references": []}
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ _LAZY = {
     "save": "frugalml.artifact",
     "load_data": "frugalml.data",
     "DataConfig": "frugalml.data",
+    "Features": "frugalml.data",
     "build_model": "frugalml.models",
     "list_models": "frugalml.models",
     "ModelConfig": "frugalml.models",

@@ -25,10 +25,9 @@ import torch
 import torch.nn as nn
 
 from frugalml._io import atomic_write_json, save_tensors_atomic
+from frugalml._modstate import plain_attributes, reshape_to, restore_attributes
 from frugalml.errors import ArtifactError, ConfigError
 from frugalml.schemas import ARTIFACT_VERSION, read_model_json
-
-_ATTR_TYPES = (int, float, bool, str, type(None))
 
 Trust = bool | Collection[str]
 Saver = Callable[[nn.Module, Path, dict, dict], Path]
@@ -39,14 +38,18 @@ FORMAT_MODULES = {
     "torch-ao-int8": "frugalml.compress.quantize.torch_ao",
     "pt2e-int8": "frugalml.compress.quantize.pt2e",
     "onnx-int8": "frugalml.compress.quantize.onnxrt",
+    "onnx-fp32": "frugalml.compress.quantize.onnxrt",
+    "torch-compiled": "frugalml.compress.runtime",
+    "torch-sparse-csr": "frugalml.compress.runtime",
     "torchao-weight-only": "frugalml.compress.quantize.weight_only",
     "torch-fp16": "frugalml.compress.quantize.cast",
     "torch-bf16": "frugalml.compress.quantize.cast",
+    "torch-codebook": "frugalml.compress.quantize.codebook",
     "torch-ensemble": "frugalml.compress.ensemble",
 }
 # ModelSpec keys that change the architecture a factory builds, and the module whose
 # `apply_spec(model, value, where)` rebuilds that change (imported only when a spec has the key)
-SPEC_EXTENSIONS = {"lowrank": "frugalml.compress.lowrank"}
+SPEC_EXTENSIONS = {"lowrank": "frugalml.compress.lowrank", "fold_bn": "frugalml.compress.fold"}
 LOADERS: dict[str, Loader] = {}
 SAVERS: dict[str, Saver] = {}
 
@@ -64,50 +67,36 @@ def _format_module(fmt: str) -> None:
         importlib.import_module(module)
 
 
-def module_attributes(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Plain (JSON-able) public attributes of each submodule, e.g. in_channels, groups, num_heads."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, mod in model.named_modules():
-        attrs = {}
-        for k, v in vars(mod).items():
-            if k.startswith("_") or k == "training" or k.startswith("frugal_"):
-                continue
-            if isinstance(v, _ATTR_TYPES) or (
-                isinstance(v, (tuple, list)) and all(isinstance(e, (int, float, bool)) for e in v)
-            ):
-                attrs[k] = list(v) if isinstance(v, tuple) else v
-        if attrs:
-            out[name] = attrs
-    return out
+def module_attributes(model: nn.Module, spec: dict | None = None) -> dict[str, dict[str, Any]]:
+    """Plain (JSON-able) public attributes of each submodule, e.g. in_channels, groups, num_heads.
+    With the model's `spec`: only those that differ from what the spec builds (e.g. the channel
+    counts structured pruning changed) — the rest is rebuilt on load anyway, and costs bytes."""
+    out = plain_attributes(model)
+    if spec is None:
+        return out
+    try:
+        fresh = plain_attributes(build_from_spec(spec, trust_code=True))
+    except Exception:  # noqa: BLE001 - a spec that does not build here: keep every attribute
+        return out
+    diff = {}
+    for name, attrs in out.items():
+        changed = {k: v for k, v in attrs.items() if fresh.get(name, {}).get(k, _MISSING) != v}
+        if changed:
+            diff[name] = changed
+    return diff
 
 
-def restore_attributes(model: nn.Module, attrs: dict[str, dict[str, Any]]) -> None:
-    mods = dict(model.named_modules())
-    for name, a in attrs.items():
-        mod = mods.get(name)
-        if mod is None:
-            continue
-        for k, v in a.items():
-            cur = getattr(mod, k, None)
-            if isinstance(cur, (nn.Module, torch.Tensor)) or callable(cur):
-                continue  # model.json only sets plain values, never replaces modules or methods
-            setattr(mod, k, tuple(v) if isinstance(cur, tuple) and isinstance(v, list) else v)
+_MISSING = object()
 
 
-def reshape_to(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Give parameters/buffers the saved shapes (structured pruning changes them)."""
-    for key, t in tensors.items():
-        mod_name, _, leaf = key.rpartition(".")
-        try:
-            mod = model.get_submodule(mod_name) if mod_name else model
-        except AttributeError:
-            continue
-        cur = getattr(mod, leaf, None)
-        if isinstance(cur, torch.Tensor) and cur.shape != t.shape:
-            if isinstance(cur, nn.Parameter):
-                setattr(mod, leaf, nn.Parameter(torch.empty_like(t), requires_grad=cur.requires_grad))
-            else:
-                mod._buffers[leaf] = torch.empty_like(t)
+def changed_shapes(model: nn.Module, spec: dict) -> dict[str, list[int]]:
+    """Shapes of the model's tensors that differ from what `spec` builds (structured pruning)."""
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    try:
+        fresh = {k: list(v.shape) for k, v in build_from_spec(spec, trust_code=True).state_dict().items()}
+    except Exception:  # noqa: BLE001 - a spec that does not build here: keep every shape
+        return shapes
+    return {k: s for k, s in shapes.items() if fresh.get(k) != s}
 
 
 def is_user_factory(name: str) -> bool:
@@ -120,8 +109,9 @@ def check_trusted(name: str, trust_code: Trust, where: str | Path) -> None:
         return
     if trust_code and not isinstance(trust_code, bool) and name in trust_code:
         return
+    what = "transformers from a Hugging Face config" if name.startswith("hf:") else "code outside frugalml"
     raise ArtifactError(
-        f"{where}: the model is built by {name!r}, code outside frugalml; load it only if you trust that "
+        f"{where}: the model is built by {name!r} ({what}); load it only if you trust that "
         "code: frugalml.load(path, trust_code=True) or --trust-code"
     )
 
@@ -216,11 +206,17 @@ def save(model: nn.Module, directory: str | Path, spec: dict | None = None, meta
         **(meta or {}),
         "format": "torch-fp32",
         "spec": spec,
-        "module_attributes": module_attributes(model),
+        "module_attributes": module_attributes(model, spec),
         "aliases": aliases,
+        **sparse_mark(model),
     }
     atomic_write_json(directory / "model.json", info)
     return directory
+
+
+def sparse_mark(model: nn.Module) -> dict:
+    """model.json's record that a model's zeros are pruning masks to keep when it is fine-tuned again."""
+    return {"keeps_zeros": True} if getattr(model, "frugal_sparse", False) else {}
 
 
 def read_info(directory: str | Path) -> dict:
@@ -257,9 +253,10 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], info: dict, d
 def smoke_test(model: nn.Module, spec: dict, directory: Path) -> nn.Module:
     """One forward pass on a zero sample: weights whose shapes do not fit together are corrupt, and
     must be reported as such on load, not as a matmul error minutes later."""
+    example = getattr(model, "example_input", None)  # models with named/integer inputs (frugalml.hf) make their own
     try:
         with torch.no_grad():
-            model(torch.zeros(1, *spec["input_shape"]))
+            model(example(1) if callable(example) else torch.zeros(1, *spec["input_shape"]))
     except (RuntimeError, ValueError, IndexError) as e:
         raise ArtifactError(f"{directory}: the stored weights do not fit together ({str(e).splitlines()[0][:160]})") from None
     return model
@@ -300,7 +297,10 @@ def load(directory: str | Path, *, trust_code: Trust = False) -> nn.Module:
     if loader is None:
         raise ArtifactError(f"{directory}/model.json: unknown artifact format {fmt!r}; known: {', '.join(sorted(LOADERS))}")
     check_trusted(info["spec"]["name"], trust_code, directory)
-    return loader(directory, info, trust_code=trust_code)
+    model = loader(directory, info, trust_code=trust_code)
+    if info.get("keeps_zeros"):
+        model.frugal_sparse = True  # fine-tuning it later keeps its zeros (frugalml.train.KeepZeros)
+    return model
 
 
 def artifact_files(directory: str | Path) -> list[Path]:

@@ -52,7 +52,12 @@ def run_train_stage(model: nn.Module | None, cfg: TrainStage, ctx: StageContext)
     tcfg = merge_train(ctx.train_defaults, cfg.train, {"epochs": cfg.epochs}, where=f"stages.{cfg.name}.train")
     if tcfg.seed is None:
         tcfg = tcfg.model_copy(update={"seed": ctx.seed})
-    trainer = Trainer(model, ctx.data, tcfg, checkpoint_dir=ctx.workdir / "checkpoint", log=ctx.log)
+    if ctx.data.task != "classification" and tcfg.epochs > 0:  # float targets: the task's loss, not cross-entropy
+        from frugalml.compress.distill.targets import TaskTrainer
+
+        trainer: Trainer = TaskTrainer(model, ctx.data, tcfg, checkpoint_dir=ctx.workdir / "checkpoint", log=ctx.log)
+    else:
+        trainer = Trainer(model, ctx.data, tcfg, checkpoint_dir=ctx.workdir / "checkpoint", log=ctx.log)
     t0 = time.perf_counter()
     result = trainer.fit(resume=ctx.resume)
     ctx.extra_metrics["training"] = {
@@ -69,7 +74,8 @@ def run_train_stage(model: nn.Module | None, cfg: TrainStage, ctx: StageContext)
 def run_load_stage(model: nn.Module | None, cfg: LoadStage, ctx: StageContext) -> nn.Module:
     info = artifact.read_info(cfg.path)
     spec = info["spec"]
-    if tuple(spec["input_shape"]) != tuple(ctx.data.input_shape) or spec["num_classes"] != ctx.data.num_classes:
+    classes_differ = ctx.data.has_targets and spec["num_classes"] != ctx.data.num_classes  # (a reference task waits)
+    if tuple(spec["input_shape"]) != tuple(ctx.data.input_shape) or classes_differ:
         raise ConfigError(
             f"stages.{cfg.name}.path: {cfg.path} expects input {spec['input_shape']} with "
             f"{spec['num_classes']} classes, but the data gives {list(ctx.data.input_shape)} with "

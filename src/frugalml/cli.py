@@ -30,18 +30,63 @@ def _setup_logging(verbose: bool) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from frugalml.pipeline import run_recipe
     from frugalml.recipe import load_recipe
+    from frugalml.train.distributed import shutdown, world
 
     recipe, source = load_recipe(args.recipe, args.set)
     out = Path(args.out) if args.out else Path("runs") / recipe.name
-    results = run_recipe(recipe, out, resume=args.resume, force=args.force, source=source,
-                         trust_code=args.trust_code)
+    if args.nproc > 1 or args.nnodes > 1:
+        return _launch_run(args, recipe, out)
+    rank, _, nprocs = world()  # set by torchrun when this is one of several processes
+    if rank:
+        logging.getLogger("frugalml").setLevel(logging.WARNING)  # rank 0 logs
+    try:
+        results = run_recipe(recipe, out, resume=args.resume, force=args.force, source=source,
+                             trust_code=args.trust_code)
+    except FrugalError as e:
+        if nprocs > 1:
+            e.args = (f"rank {rank}: {e}",)
+        raise
+    finally:
+        shutdown()
+    if nprocs == 1:
+        _print_results(results, out)
+    return 0
+
+
+def _launch_run(args: argparse.Namespace, recipe, out: Path) -> int:  # noqa: ANN001 - a Recipe
+    """`--nproc N`: the same `frugal run` in N processes per machine, started by torchrun's agent."""
+    from frugalml.errors import ConfigError
+    from frugalml.pipeline import check_output_dir, recipe_hash
+    from frugalml.train.launch import launch
+
+    if args.nproc < 1 or args.nnodes < 1:
+        raise ConfigError("--nproc and --nnodes must be at least 1")
+    procs = args.nproc * args.nnodes
+    if recipe.train.batch_size % procs:
+        raise ConfigError(f"train.batch_size: {recipe.train.batch_size} is the global batch and must divide by the "
+                          f"{procs} processes; use a multiple of {procs}")
+    if args.node_rank == 0:
+        check_output_dir(out, args.resume, args.force)  # user errors once, before any process starts
+    flags = [f for f, on in (("--resume", args.resume), ("--force", args.force), ("--trust-code", args.trust_code)) if on]
+    worker = ["-u", "-m", "frugalml.cli", *(["-v"] if args.verbose else []), "run",
+              *([args.recipe] if args.recipe else []), "--out", str(out),
+              *[a for s in args.set for a in ("--set", s)], *flags]
+    launch(sys.executable, worker, nproc=args.nproc, nnodes=args.nnodes, node_rank=args.node_rank,
+           rdzv_endpoint=args.rdzv_endpoint, run_id=f"frugal-{recipe_hash(recipe)}",
+           threads=recipe.measure.threads, timeout=recipe.train.distributed.timeout,
+           hint="; continue the run with the same command and --resume")
+    if args.node_rank == 0:
+        _print_results(json.loads((out / "results.json").read_text()), out)
+    return 0
+
+
+def _print_results(results: dict, out: Path) -> None:
     for st in results["stages"]:
         m = st["metrics"]
         b64 = (m.get("latency_ms") or {}).get("b64", {}).get("median")
         print(f"{st['name']:<16} accuracy {100 * (m.get('accuracy') or 0):6.2f}%  params {m.get('params')}"
               f"  b64 {b64:.3f} ms" if b64 is not None else f"{st['name']}")
     print(f"report: {out / 'report.html'}  (also report.md, results.json)")
-    return 0
 
 
 def _data(args: argparse.Namespace):  # noqa: ANN202 - a DataBundle
@@ -194,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="replace an existing run directory (only a frugalml run, or an empty folder)")
     _trust(r)
+    d = r.add_argument_group("several processes (torchrun's machinery; recipe train.distributed)")
+    d.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="training processes on this machine: gloo on CPU, nccl on GPUs; the machine's thread "
+                   "budget (measure.threads, else all cores) is split across them; train.batch_size stays the "
+                   "global batch")
+    d.add_argument("--nnodes", type=int, default=1, metavar="M", help="machines in the run; each runs this command")
+    d.add_argument("--node-rank", type=int, default=0, metavar="R",
+                   help="this machine's rank; 0 listens at --rdzv-endpoint and writes the run folder")
+    d.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="machine 0's address (with --nnodes > 1)")
     r.set_defaults(fn=cmd_run)
 
     m = sub.add_parser("measure", help="measure a saved artifact on a dataset")
@@ -266,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--out", required=True, help="output folder (active.json, active.csv, active.png)")
     a.set_defaults(fn=cmd_active)
+
+    from frugalml.optimize.cli import add_parser as add_optimize
+
+    add_optimize(sub, _trust)
     return p
 
 

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,11 @@ from frugalml._io import atomic_write_json, atomic_write_text
 from frugalml.data import DataBundle, load_data
 from frugalml.errors import ArtifactError, ConfigError, FrugalError
 from frugalml.measure import MeasureConfig, environment, measure
+from frugalml.measure.task import bind_reference
 from frugalml.recipe import Recipe, dump_recipe
 from frugalml.schemas import SCHEMA_VERSION, RunState, StageMetrics, read_json
 from frugalml.stages import StageConfig, StageContext, handler_for
+from frugalml.train import distributed
 
 log = logging.getLogger("frugalml")
 STATE = "state.json"
@@ -120,7 +123,11 @@ def measure_stage(model: nn.Module, data: DataBundle, measure_cfg: MeasureConfig
     if runtime is None:
         return measure(model, data, measure_cfg, files=files)
     cost_model = getattr(model, "frugal_cost_model", None)
-    return measure(cost_model, data, measure_cfg, files=files, runtime=runtime, predict=model)
+    metrics = measure(cost_model, data, measure_cfg, files=files, runtime=runtime, predict=model)
+    own = model.nonzero_params() if hasattr(model, "nonzero_params") else None
+    if own is not None:  # counted in the stage's own weights, not copied from the float model
+        metrics["nonzero_params"] = own
+    return metrics
 
 
 def _check_parent(stage: StageConfig, parent: str | None, models: dict[str, nn.Module], parents: dict) -> None:
@@ -141,23 +148,47 @@ def _check_parent(stage: StageConfig, parent: str | None, models: dict[str, nn.M
     )
 
 
-def run_stage(stage: StageConfig, model: nn.Module | None, spec: dict, ctx: StageContext) -> tuple[nn.Module, dict, dict]:
-    """Apply one stage to a copy of `model`; save its artifact; measure it. Returns (model, spec, metrics)."""
+def _first_stage_references(model: nn.Module, ctx: StageContext) -> dict:
+    """fp32 runtimes of the model the run starts from, timed like it: every later stage's end-to-end
+    speedup is also stated against the best of them (not only against eager)."""
+    from frugalml.compress.quantize.select import reference_latencies
+
+    names = list(ctx.measure_config.references) if ctx.measure_config else []
+    if not names:
+        return {}
+    refs, notes = reference_latencies(model, ctx.data, names, ctx.measure_config, ctx.log)
+    return {"reference_latency_ms": refs, **({"reference_notes": notes} if notes else {})}
+
+
+def run_stage(stage: StageConfig, model: nn.Module | None, spec: dict, ctx: StageContext,
+              first: bool = False) -> tuple[nn.Module, dict, dict]:
+    """Apply one stage to a copy of `model`; save its artifact; measure it (a stage that starts a
+    chain also times its fp32 runtime references). Returns (model, spec, metrics)."""
     inside(ctx.stage_dir.parents[1], ctx.workdir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    distributed.drain_fit_stats()
     out = handler_for(stage)(copy.deepcopy(model) if model is not None else None, stage, ctx)
     seconds = time.perf_counter() - t0
     out.eval()
+    fits = distributed.drain_fit_stats()  # per Trainer.fit: processes, throughput, bytes communicated
+    if first:  # a task judged against a reference (embeddings) takes the run's first model's outputs as targets
+        bind_reference(ctx.data, out, f"stage {stage.name}")
+    if not distributed.is_main():  # several processes: rank 0 saves and measures, the others wait for it
+        return out, ctx.model_spec, {}
     artifact.save_any(out, ctx.stage_dir, ctx.model_spec, ctx.artifact_meta)
     metrics = measure_stage(out, ctx.data, ctx.measure_config, ctx.stage_dir)
+    if first and getattr(out, "frugal_runtime", None) is None and ctx.measure_config is not None:
+        metrics.update(_first_stage_references(out, ctx))
     metrics.update(ctx.extra_metrics)
+    if fits:
+        metrics["distributed"] = fits
     metrics["stage_seconds"] = round(seconds, 2)
     return out, ctx.model_spec, metrics
 
 
-def _precheck(recipe: Recipe) -> DataBundle:
+def _precheck(recipe: Recipe, data: DataBundle | None = None) -> DataBundle:
     """Input errors that can be found before the first file is written: data, load paths."""
-    data = load_data(recipe.data)
+    data = load_data(recipe.data) if data is None else data
     if len(data.y_test) == 0 and recipe.measure.accuracy:
         raise ConfigError(f"data: dataset {data.name!r} has an empty test split, so no accuracy can be reported")
     for i, st in enumerate(recipe.stages):
@@ -179,22 +210,33 @@ def _load_completed(stage_dir: Path, trust: Any) -> tuple[nn.Module, dict, dict]
 
 
 def run_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, force: bool = False,
-               source: str = "recipe", trust_code: bool = False) -> dict:
+               source: str = "recipe", trust_code: bool = False, data: DataBundle | None = None,
+               on_stage: Callable[[str, dict], None] | None = None) -> dict:
     """Run every stage of `recipe` into `run_dir`; returns the results dict (also written to disk).
-    `trust_code`: artifacts may import any user factory (else only those the recipe names)."""
+    `trust_code`: artifacts may import any user factory (else only those the recipe names).
+    `data`: this bundle instead of loading `recipe.data` (frugal optimize passes a view whose test
+    split is the val split). `on_stage(name, metrics)` is called once each stage is recorded (done or
+    loaded on resume); an exception it raises stops the run, keeping the stages already done."""
     from frugalml.report import write_reports
 
     run_dir = Path(run_dir)
-    check_output_dir(run_dir, resume, force)
-    threads = recipe.measure.threads or torch.get_num_threads()
+    rank, _, nprocs = distributed.world()  # several processes (torchrun): all train, rank 0 writes
+    main = rank == 0
+    if main:
+        check_output_dir(run_dir, resume, force)
+    if nprocs > 1:
+        distributed.init_process_group(recipe.train.distributed)
+    # several processes share the machine's thread budget (OMP_NUM_THREADS, set by the launcher)
+    threads = (recipe.measure.threads if nprocs == 1 else None) or torch.get_num_threads()
     torch.set_num_threads(threads)
-    data = _precheck(recipe)
+    data = _precheck(recipe, data)
     created = not run_dir.exists()
-    state = _prepare_run_dir(run_dir, recipe, resume, force)
-    handler = _attach_file_log(run_dir)
+    state = distributed.share_from_main(_prepare_run_dir(run_dir, recipe, resume, force) if main else None)
+    handler = _attach_file_log(run_dir) if main else None
     trust: bool | frozenset[str] = True if trust_code else recipe.user_factories()
     try:
-        atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+        if main:
+            atomic_write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
         log.info("data %s", data.describe())
         base_spec = recipe.model.spec(data.input_shape, data.num_classes)
         models: dict[str, nn.Module] = {}
@@ -205,6 +247,8 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, for
             "schema": SCHEMA_VERSION, "recipe": recipe.name, "source": source,
             "env": environment(threads), "data": data.describe(), "stages": stage_results,
         }
+        if nprocs > 1:
+            results["env"]["processes"] = nprocs
         prev: str | None = None
         for stage in recipe.stages:
             parent = None if stage.starts_fresh() else (stage.parent or prev)
@@ -214,6 +258,8 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, for
             if stage.name in state["completed"] and (stage_dir / "metrics.json").is_file():
                 log.info("stage %s: already complete, loading its artifact", stage.name)
                 model, spec, metrics = _load_completed(stage_dir, trust)
+                if parent is None:
+                    bind_reference(data, model, f"stage {stage.name}")
             else:
                 log.info("stage %s (%s) from %s", stage.name, stage.kind, parent or "scratch")
                 ctx = StageContext(
@@ -224,32 +270,45 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, for
                 )
                 try:
                     model, spec, metrics = run_stage(stage, models.get(parent) if parent else None,
-                                                     ctx.model_spec, ctx)
+                                                     ctx.model_spec, ctx, first=parent is None)
                 except FrugalError:
                     # bad input for this stage: leave nothing half-written (an interrupted stage, in
                     # contrast, keeps its checkpoints under work/ so --resume can continue it)
-                    shutil.rmtree(stage_dir, ignore_errors=True)
+                    if main:
+                        shutil.rmtree(stage_dir, ignore_errors=True)
                     raise
-                atomic_write_json(stage_dir / "metrics.json", metrics)
                 state["completed"].append(stage.name)
-                atomic_write_json(run_dir / STATE, state)
+                if main:
+                    atomic_write_json(stage_dir / "metrics.json", metrics)
+                    atomic_write_json(run_dir / STATE, state)
+                if nprocs > 1:  # the others wait for rank 0's artifact and continue from it
+                    metrics = distributed.share_from_main(metrics)
+                    if not main:
+                        model, spec, _ = _load_completed(stage_dir, trust)
             models[stage.name], specs[stage.name], parents[stage.name] = model, spec, parent
+            results["data"] = data.describe()  # a reference-based task knows its output width now
             stage_results.append({
                 "name": stage.name, "kind": stage.kind, "parent": parent,
                 "artifact": f"stages/{stage.name}", "config": stage.model_dump(mode="json"), "metrics": metrics,
             })
-            log.info("stage %s: accuracy %.4f, b64 %.3f ms", stage.name, metrics.get("accuracy") or float("nan"),
+            log.info("stage %s: %s %.4f, b64 %.3f ms", stage.name, metrics.get("quality_metric") or "accuracy",
+                     metrics.get("quality", metrics.get("accuracy")) or float("nan"),
                      (metrics.get("latency_ms") or {}).get("b64", {}).get("median", float("nan")))
-            atomic_write_json(run_dir / "results.json", results)
+            if main:
+                atomic_write_json(run_dir / "results.json", results)
+            if on_stage is not None:
+                on_stage(stage.name, metrics)
             prev = stage.name
         state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        atomic_write_json(run_dir / STATE, state)
-        write_reports(run_dir, results)
+        if main:
+            atomic_write_json(run_dir / STATE, state)
+            write_reports(run_dir, results)
         return results
     except FrugalError:
-        if created and not state["completed"]:
+        if main and created and not state["completed"]:
             shutil.rmtree(inside(run_dir, run_dir), ignore_errors=True)  # ours, made by this call, nothing done
         raise
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()

@@ -331,3 +331,20 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def read_recipe_mapping(path: str | Path) -> dict:
+    """A recipe file as a plain mapping with `extends` resolved, not yet validated: for tools that keep
+    their own sections next to the recipe's (`frugal optimize` reads `search:` and removes it)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, not a recipe file")
+    return _resolve_extends(_read_mapping(p, str(p)), str(p), p.parent)
+
+
+def recipe_from_mapping(raw: dict, source: str) -> Recipe:
+    """Validate a recipe mapping (after `apply_overrides`), with the same one-line errors as a file."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, raw, source)) from None

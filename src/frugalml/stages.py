@@ -40,6 +40,7 @@ STAGE_MODULES = (
     "frugalml.compress.lowrank",
     "frugalml.compress.ensemble",
     "frugalml.compress.average",
+    "frugalml.compress.runtime",
     "frugalml.datawise.transfer",
     "frugalml.datawise.semisup",
     "frugalml.datawise.label_issues",

@@ -127,7 +127,7 @@ def test_normalize_false_keeps_unit_range():
 
 
 def test_unknown_dataset_lists_allowed():
-    with pytest.raises(ConfigError, match="allowed: digits, fashion-mnist, folder:DIR, idx:DIR, synthetic"):
+    with pytest.raises(ConfigError, match="allowed: digits, fashion-mnist, folder:DIR, fortunes:DIR, idx:DIR, synthetic, text:DIR"):
         load_data("cifar")
 
 

@@ -87,3 +87,22 @@ def test_report_on_non_run_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ArtifactError, match="corrupt results.json"):
         load_results(tmp_path)
     assert main(["report", str(tmp_path)]) == 2
+
+
+def test_ratios_against_the_chain_start_and_the_parent_and_a_larger_artifact_is_called_out():
+    from frugalml.report.tables import root_of
+
+    base = _stage("base", "train", None, 0.9, 1000, 10.0, size=4000)
+    base["metrics"]["params"] = 1000  # 4,000 bytes of fp32 weights
+    base["metrics"]["reference_latency_ms"] = {"fp32-eager": {"b64": {"median": 10.0}},
+                                               "fp32-onnxruntime": {"b64": {"median": 4.0}}}
+    q = _stage("q", "quantize", "base", 0.9, 1000, 2.0, size=100)
+    big = _stage("big", "quantize", "q", 0.9, 1000, 2.0, size=200)
+    c = compare(q, base, base)
+    assert c["size_ratio_vs_fp32_weights"] == pytest.approx(40.0)
+    assert c["speedup_b64_vs_best_fp32"] == pytest.approx(2.0) and c["best_fp32_runtime_b64"] == "fp32-onnxruntime"
+    assert compare(big, base, q)["size_ratio_vs_parent"] == pytest.approx(0.5)
+    assert any("larger than q's" in w for w in warnings_for(big, q))
+    other = _stage("mlp", "train", None, 0.8, 10, 1.0)
+    by_name = {s["name"]: s for s in (base, q, big, other)}
+    assert root_of(big, by_name) is base and root_of(other, by_name) is other

@@ -12,8 +12,8 @@ from frugalml.config import NamedConfig
 class DataConfig(NamedConfig):
     """Which dataset to load and how to split, cap and normalize it.
 
-    `name` is a spec: `digits`, `fashion-mnist`, `idx:DIR`, `folder:DIR` or `synthetic`
-    (see `frugalml.data.list_datasets()`). The split seed only changes which samples land in
+    `name` is a spec: `digits`, `fashion-mnist`, `idx:DIR`, `folder:DIR`, `synthetic`, or text:
+    `fortunes` (Debian's fortunes package) and `text:FILE` (see `frugalml.data.list_datasets()`). The split seed only changes which samples land in
     val/test/limit; the data itself (synthetic included) is the same for every seed.
     """
 
@@ -34,6 +34,15 @@ class DataConfig(NamedConfig):
     labels_per_class: int | None = Field(default=None, ge=1)
     # fraction of the (labelled) training labels flipped at random to another class, for label-noise studies
     label_noise: float = Field(default=0.0, ge=0.0, lt=1.0)
+    # text sources (fortunes, text:FILE; frugalml.data.text): the tokenizer (an hf: model source whose
+    # tokenizer files are read offline), the padded sequence length, and a cap on the texts read
+    tokenizer: str | None = None
+    max_length: int = Field(default=128, ge=2, le=8192)
+    max_texts: int | None = Field(default=None, ge=3)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # text sources: the evaluation share of the texts
+    # what quality means (frugalml.measure.task): default classification for labelled data, embedding for
+    # unlabelled text (cosine and recall@10 against the first stage's model)
+    task: Literal["classification", "embedding", "regression"] | None = None
 
     @field_validator("name")
     @classmethod

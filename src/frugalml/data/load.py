@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
 # sources register themselves on import; a new source is one module + one import line here
-from frugalml.data import digits, fashion_mnist, folder, idx, synthetic  # noqa: F401
+from frugalml.data import digits, fashion_mnist, folder, idx, synthetic, text  # noqa: F401
 from frugalml.data._source import DATASETS, RawDataset
 from frugalml.data._split import split_rng, stratified_take
 from frugalml.data.bundle import DataBundle
@@ -35,6 +37,8 @@ def load_data(cfg: DataConfig | str) -> DataBundle:
     prefix, _, arg = cfg.name.partition(":")
     source = DATASETS.get(prefix)
     raw = source.load(cfg, arg or None)
+    if isinstance(raw, text.RawText):  # text corpora: split, then tokenized into named tensors
+        return text.load_text(raw, cfg)
     _check_raw(raw, cfg.name)
 
     if raw.x_test is None or raw.y_test is None:
@@ -81,7 +85,17 @@ def load_data(cfg: DataConfig | str) -> DataBundle:
         mean=mean,
         std=std,
     )
-    return apply_label_options(bundle, cfg)  # data.labels_per_class, data.label_noise
+    bundle = apply_label_options(bundle, cfg)  # data.labels_per_class, data.label_noise
+    if cfg.task not in (None, "classification"):  # judged against the run's first model, not the labels
+        bundle = reference_task(bundle, cfg.task)
+    return bundle
+
+
+def reference_task(bundle: DataBundle, task: str) -> DataBundle:
+    """The same inputs with a reference-based task (embedding, regression): y becomes (N, 0) until the
+    run's first model fills it with its outputs (frugalml.measure.task.bind_reference)."""
+    empty = {f"y_{w}": torch.zeros(len(getattr(bundle, f"y_{w}")), 0) for w in ("train", "val", "test")}
+    return dataclasses.replace(bundle, **empty, task=task, num_classes=0, class_names=[])
 
 
 def _to_float(x: np.ndarray, scale: float) -> torch.Tensor:

@@ -109,7 +109,7 @@ class FreezeAwareTrainer(Trainer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for m in self.frozen_bn:
             m.eval()
-        return self.model(x)
+        return super().forward(x)  # through the DDP wrapper when there are several processes
 
 
 @torch.no_grad()

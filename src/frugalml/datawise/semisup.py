@@ -50,7 +50,7 @@ class SemiSupStage(StageConfig):
 
 class SemiSupTrainer(FreezeAwareTrainer):
     """Epochs sized by the unlabelled pool: the labelled split is cycled to give one labelled batch per
-    step (`epoch_indices`/`samples_per_epoch` are the Trainer's seams for exactly this)."""
+    step (`epoch_order`/`samples_per_epoch` are the Trainer's seams for exactly this)."""
 
     def __init__(self, *args, steps_per_epoch: int, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self._steps = steps_per_epoch
@@ -60,7 +60,7 @@ class SemiSupTrainer(FreezeAwareTrainer):
     def samples_per_epoch(self) -> int:
         return self._steps * self.cfg.batch_size
 
-    def epoch_indices(self) -> torch.Tensor:
+    def epoch_order(self) -> torch.Tensor:
         n = len(self.data.y_train)
         reps = math.ceil(self.samples_per_epoch / n)
         return torch.cat([torch.randperm(n, generator=self.generator) for _ in range(reps)])[: self.samples_per_epoch]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from frugalml.config import Config
@@ -17,6 +19,11 @@ class MeasureConfig(Config):
     watts_per_core: float = Field(default=15.0, gt=0)
     roofline: bool = True
     accuracy: bool = True
+    # fp32 runtimes timed next to the first stage's eager model, so every stage's speedup can also
+    # be stated against the best fp32 runtime of the model the run started from
+    references: list[Literal["torch-compile", "onnxruntime"]] = Field(
+        default_factory=lambda: ["torch-compile", "onnxruntime"]
+    )
 
     @field_validator("batch_sizes")
     @classmethod

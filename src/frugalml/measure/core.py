@@ -26,6 +26,7 @@ from frugalml.measure.latency import LATENCY_KEYS, measure_latency
 from frugalml.measure.memory import peak_memory
 from frugalml.measure.roofline import peak_gemm_gflops
 from frugalml.measure.size import size_metrics, weights_bytes
+from frugalml.measure.task import task_of
 
 
 @contextmanager
@@ -48,13 +49,21 @@ def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
     return ref.device, ref.dtype if ref.dtype in (torch.float16, torch.bfloat16) else None
 
 
-def _model_runner(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def place(x: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
+    """`x` on the model's device; floating inputs in its half precision. Integer inputs (token ids,
+    masks) are never cast: fp16 holds integers exactly only up to 2048."""
+    if dtype is None or (isinstance(x, torch.Tensor) and not x.is_floating_point()):
+        return x.to(device)
+    return x.to(device=device, dtype=dtype)  # Features casts its floating tensors only
+
+
+def _model_runner(model: nn.Module) -> Callable[[Any], torch.Tensor]:
     """The model as a `predict` callable."""
     device, dtype = _placement(model)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        out = model(x.to(device=device, dtype=dtype or x.dtype))
+    def run(x: Any) -> torch.Tensor:
+        out = model(place(x, device, dtype))
         if sync is not None:
             sync()  # otherwise latency would time the kernel launch, not the work
         return out
@@ -82,15 +91,19 @@ def measure(
         out: dict[str, Any] = {}
 
         acc, per_class = (None, None)
-        if cfg.accuracy:
+        task = task_of(data)
+        if cfg.accuracy and task.name == "classification":
             acc, per_class = evaluate_accuracy(run, data.x_test, data.y_test, data.num_classes)
+            out.update(quality=acc, quality_metric="accuracy")
+        elif cfg.accuracy:  # embedding / regression: the task's metrics (cosine, recall@10, r2, ...)
+            out.update(task.evaluate(run, data.x_test, data.y_test, data.num_classes))
         out["accuracy"], out["per_class_accuracy"] = acc, per_class
+        out["task"] = task.name
 
         if model is not None:
             params, nonzero = count_params(model)
             device, dtype = _placement(model)
-            x1 = data.sample_input(1)
-            cost = count_flops(model, x1.to(device=device, dtype=dtype or x1.dtype))
+            cost = count_flops(model, place(data.sample_input(1), device, dtype))
         else:
             params = nonzero = None
             cost = {"flops": None, "macs": None, "flops_method": None}

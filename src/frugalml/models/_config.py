@@ -12,7 +12,7 @@ from frugalml.models._registry import MODELS, factory_options, model_spec
 
 
 class ModelConfig(NamedConfig):
-    name: str = "cnn"  # a zoo name (`frugal ls models`) or 'package.module:factory'
+    name: str = "cnn"  # a zoo name (`frugal ls models`), 'package.module:factory' or 'hf:DIR|package'
     activation: str = "relu"
     kwargs: dict[str, Any] = {}  # family options, e.g. {"width": 16, "depth": 2}
 
@@ -28,7 +28,8 @@ class ModelConfig(NamedConfig):
     def _known_model(cls, v: str) -> str:
         if ":" not in v and v not in MODELS:
             raise ValueError(
-                f"unknown model {v!r}; allowed: {', '.join(MODELS.names())} or 'package.module:factory'"
+                f"unknown model {v!r}; allowed: {', '.join(MODELS.names())}, 'package.module:factory' or "
+                "'hf:DIR' / 'hf:package' (a Hugging Face model, offline)"
             )
         return v
 
@@ -36,7 +37,12 @@ class ModelConfig(NamedConfig):
     def _known_options(self) -> ModelConfig:
         if "activation" in self.kwargs:
             raise ValueError("set the activation with model.activation, not inside model.kwargs")
-        if ":" not in self.name:  # user factories are checked when imported, at build time
+        if self.name.startswith("hf:"):
+            unknown = sorted(set(self.kwargs) - {"pooling", "normalize", "config"})
+            if unknown:
+                raise ValueError(f"model {self.name!r}: unknown option(s) {', '.join(unknown)}; allowed: "
+                                 "pooling (mean|cls|max|logits), normalize, config")
+        elif ":" not in self.name:  # user factories are checked when imported, at build time
             options, var_kw = factory_options(MODELS.get(self.name))
             unknown = sorted(set(self.kwargs) - set(options))
             if unknown and not var_kw:

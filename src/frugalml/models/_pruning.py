@@ -9,7 +9,10 @@ this with its own recurrent-layer pruner on top):
     sync_after_pruning(model, pruner.num_heads)
 
 A module can declare its own constraints with a `pruning_ignored_layers() -> list[nn.Module]` method
-(layers whose *output* channels must keep their count); user models may do the same.
+(layers whose *output* channels must keep their count), its attention with `pruning_num_heads() ->
+{query/key/value Linear: heads}`, and fix its plain-int attributes after pruning in
+`sync_after_pruning()`; user models may do the same (frugalml.hf.HFEncoder does, for Hugging Face
+BERT-style attention).
 """
 
 from __future__ import annotations
@@ -33,9 +36,18 @@ def pruning_hints(model: nn.Module) -> dict[str, Any]:
         # unprojected ones back off this list and prunes their hidden units (compress/prune/_tp_rnn.py)
         if isinstance(m, nn.RNNBase):
             ignored.append(m)
-    return {"ignored_layers": ignored, "num_heads": attention_heads(model)}
+    heads = attention_heads(model)
+    for m in model.modules():
+        declared = getattr(m, "pruning_num_heads", None)
+        if callable(declared):
+            heads.update(declared())
+    return {"ignored_layers": ignored, "num_heads": heads}
 
 
 def sync_after_pruning(model: nn.Module, num_heads: dict[nn.Module, int] | None = None) -> None:
     """Update the plain-int attributes that forward reads (attention heads) to the pruned shapes."""
     sync_attention_heads(model, num_heads)
+    for m in model.modules():
+        sync = getattr(m, "sync_after_pruning", None)
+        if callable(sync):
+            sync()

@@ -69,8 +69,13 @@ def _check_input(name: str, input_shape: Any, num_classes: Any) -> tuple[int, in
     return shape  # type: ignore[return-value]
 
 
-def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, **kwargs: Any) -> nn.Module:
-    """Build a zoo model by name, or call a user factory given as 'package.module:factory'."""
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
+    """Build a zoo model by name, call a user factory given as 'package.module:factory', or load a
+    Hugging Face model given as 'hf:DIR' / 'hf:package' (offline; see frugalml.hf)."""
+    if name.startswith("hf:"):
+        from frugalml import hf
+
+        return hf.build(name, input_shape, num_classes, **kwargs)
     shape = _check_input(name, input_shape, num_classes)
     user = ":" in name
     factory = _import_factory(name) if user else MODELS.get(name)
@@ -98,5 +103,9 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
 
 def model_spec(name: str, input_shape: Any, num_classes: int, **kwargs: Any) -> dict:
     """The ModelSpec dict artifacts store: what `build_model` needs to rebuild a model."""
+    if name.startswith("hf:"):
+        from frugalml import hf
+
+        return hf.spec(name, input_shape, num_classes, **kwargs)
     return {"name": name, "kwargs": dict(kwargs), "input_shape": [int(s) for s in input_shape],
             "num_classes": int(num_classes)}

@@ -9,10 +9,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from frugalml.report.compare import lat, pareto_front  # noqa: E402
+from frugalml.report.compare import lat, pareto_front, quality, quality_name  # noqa: E402
 
 AXES = {
-    "latency": ("latency at batch 64, median (ms)", lambda m: lat(m, "b64")),
+    "latency": ("latency at batch 64 (else the largest measured), median (ms)", lambda m: lat(m, "b64")),
     "size": ("artifact size, compressed (KiB)", lambda m: (m.get("compressed_bytes") or 0) / 1024 or None),
 }
 
@@ -25,7 +25,7 @@ def pareto_plot(runs: list[tuple[str, list[dict]]], axis: str) -> bytes:
     for run_label, stages in runs:
         xs, ys = [], []
         for st in stages:
-            x, y = getter(st["metrics"]), st["metrics"].get("accuracy")
+            x, y = getter(st["metrics"]), quality(st["metrics"])
             if x is None or y is None:
                 continue
             xs.append(x)
@@ -40,7 +40,8 @@ def pareto_plot(runs: list[tuple[str, list[dict]]], axis: str) -> bytes:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red",
                 linestyle="--", linewidth=1, label="Pareto front", zorder=2)
     ax.set_xlabel(label)
-    ax.set_ylabel("test accuracy (%)")
+    metric = quality_name([st for _, stages in runs for st in stages])
+    ax.set_ylabel("test accuracy (%)" if metric == "accuracy" else f"test {metric} vs reference (×100)")
     ax.set_xscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

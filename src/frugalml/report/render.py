@@ -47,7 +47,7 @@ def _sections(runs: list[tuple[str, dict]]) -> list[tuple[str, list[str], list[l
     for label, res in runs:
         prefix = f"{label}: " if len(runs) > 1 else ""
         stages = res["stages"]
-        secs.append((f"{prefix}stages (compared with the first stage, '{stages[0]['name'] if stages else '-'}')",
+        secs.append((f"{prefix}stages (each compared with the stage its chain started from; ref = such a stage)",
                      COLUMNS, stage_rows(stages)))
         refs = reference_rows(stages)
         if refs:

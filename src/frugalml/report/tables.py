@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from frugalml.report.compare import compare, lat, warnings_for
+from frugalml.report.compare import compare, lat, quality, warnings_for
 
 COLUMNS = [
-    "stage", "kind", "parent", "accuracy", "Δacc (pts)", "params", "nonzero", "MACs", "size", "compressed",
-    "b1 ms", "b64 ms", "speedup b64", "MAC ratio", "runtime", "energy mJ/sample (est.)",
+    "stage", "kind", "parent", "accuracy", "Δacc (pts)", "params", "nonzero", "MACs", "size", "× vs fp32 weights",
+    "× vs parent", "b1 ms", "b64 ms", "speedup b64", "vs best fp32 b64", "MAC ratio", "runtime",
+    "energy mJ/sample (est.)",
 ]
 
 
@@ -33,24 +34,36 @@ def human_count(n: float | None) -> str:
     return f"{n:.0f}"
 
 
+def root_of(stage: dict, by_name: dict[str, dict]) -> dict:
+    """The stage a chain started from (no parent): what a stage's ratios and speedups are against."""
+    seen = set()
+    while stage.get("parent") in by_name and stage["name"] not in seen:
+        seen.add(stage["name"])
+        stage = by_name[stage["parent"]]
+    return stage
+
+
 def stage_rows(stages: list[dict]) -> list[list[str]]:
     if not stages:
         return []
-    ref = stages[0]
     by_name = {s["name"]: s for s in stages}
     rows = []
     for st in stages:
+        ref = root_of(st, by_name)
         m = st["metrics"]
         c = compare(st, ref, by_name.get(st.get("parent") or ""))
         energy = (m.get("energy_mj_per_sample") or {}).get("value")
         rows.append([
             st["name"], st["kind"], st.get("parent") or "–",
-            _num(None if m.get("accuracy") is None else 100 * m["accuracy"], "{:.2f}%"),
+            _num(None if quality(m) is None else 100 * quality(m), "{:.2f}%"),  # type: ignore[operator]
             _num(c["accuracy_delta_pts"], "{:+.2f}") if st is not ref else "ref",
             human_count(m.get("params")), human_count(m.get("nonzero_params")), human_count(m.get("macs")),
-            human_bytes(m.get("size_bytes")), human_bytes(m.get("compressed_bytes")),
+            human_bytes(m.get("size_bytes")), _num(c["size_ratio_vs_fp32_weights"], "{:.1f}×"),
+            _num(c.get("size_ratio_vs_parent"), "{:.2f}×"),
             _num(lat(m, "b1"), "{:.3f}"), _num(lat(m, "b64"), "{:.3f}"),
             _num(c["speedup_b64"], "{:.2f}×") if st is not ref else "ref",
+            _num(c["speedup_b64_vs_best_fp32"], "{:.2f}×") + (f" ({c['best_fp32_runtime_b64']})" if st is ref
+                                                              and c["best_fp32_runtime_b64"] else ""),
             _num(c["mac_ratio"], "{:.2f}×") if st is not ref else "ref",
             str(m.get("runtime", "–")), _num(energy, "{:.3g}"),
         ])
@@ -113,10 +126,17 @@ def method_lines(stages: list[dict]) -> list[str]:
     b64 = (m.get("latency_ms") or {}).get("b64", {})
     energy = (m.get("energy_mj_per_sample") or {}).get("method", "")
     return [
-        "accuracy: top-1 on the test split; latency: inference mode, fixed threads, warm-up then the median"
-        f" and p90 of at least {b64.get('iterations', '?')} timed iterations (real test images as input)",
-        "MACs/FLOPs per sample: torch.utils.flop_counter on one sample; size: bytes of the artifact files;"
-        f" compressed: {m.get('compression', 'zstd')} of those files",
+        ("accuracy: top-1 on the test split" if m.get("quality_metric", "accuracy") == "accuracy" else
+         f"accuracy column: the task's quality, {m.get('quality_metric')} to the reference model's outputs on the"
+         " test split (×100)") + "; latency: inference mode, fixed threads, warm-up then the median"
+        f" and p90 of at least {b64.get('iterations', '?')} timed iterations (real test inputs)"
+        + ("" if "b64" in (m.get("latency_ms") or {}) else "; b64 columns: the largest batch measured"),
+        "MACs/FLOPs per sample: torch.utils.flop_counter on one sample; size: bytes of the artifact files"
+        " frugalml.load reads back; × vs fp32 weights: 4 bytes per parameter of the chain's first model"
+        " (how the literature counts) over that size; × vs parent: the parent stage's size over this one's",
+        "speedup b64: the chain's first model's fp32 eager median over this stage's; vs best fp32: the fastest fp32"
+        " runtime measured for the stage its chain started from (ONNX Runtime, torch.compile, eager) over this"
+        " stage's",
         ("energy: estimated, not measured" if (m.get("energy_mj_per_sample") or {}).get("estimated", True)
          else "energy: measured") + (f" ({energy})" if energy else " from CPU time (no power meter)"),
         f"peak fp32 GEMM of this machine: {_num(m.get('peak_gemm_gflops'), '{:.1f}')} GFLOP/s",

@@ -13,11 +13,75 @@ from frugalml.data.augment import AugmentConfig
 from frugalml.errors import ConfigError
 
 
+class PowerSGDConfig(Config):
+    """PyTorch's PowerSGD DDP hook (Vogels et al. 2019): each gradient matrix is all-reduced as two
+    rank-`rank` factors; vectors (biases, norms) and matrices too small to gain go uncompressed."""
+
+    rank: int = Field(1, ge=1, description="matrix approximation rank (1, 2, 4: more is closer to plain DDP)")
+    warmup_steps: int = Field(
+        10, ge=0, description="optimizer steps of plain all-reduce before compressing (start_powerSGD_iter)"
+    )
+    error_feedback: bool = Field(True, description="add last step's compression error to this step's gradient")
+    warm_start: bool = Field(True, description="reuse last step's factors as the power iteration's start")
+    min_compression_rate: float = Field(2.0, ge=1, description="compress a matrix only if it shrinks this much")
+
+    @model_validator(mode="after")
+    def _torch_rule(self) -> PowerSGDConfig:
+        if (self.error_feedback or self.warm_start) and self.warmup_steps < 2:
+            raise ValueError("warmup_steps must be >= 2 with error_feedback or warm_start (PyTorch's PowerSGD rule)")
+        return self
+
+
+class LocalSGDConfig(Config):
+    """Post-local SGD (Lin et al. 2020): plain DDP for `warmup_steps`, then every process steps on its
+    own gradients and the parameters are averaged every `period` steps (PyTorch's post-local SGD hook
+    and PeriodicModelAverager)."""
+
+    period: int = Field(4, ge=2, description="optimizer steps between parameter averages (H)")
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps of plain DDP before local steps start")
+
+
+class DistributedConfig(Config):
+    """How training runs on several processes (`frugal run --nproc N`, or any torchrun launch); a
+    single process ignores it, so one recipe runs on 1 or N processes. `train.batch_size` stays the
+    global batch: each of N processes trains on batch_size / N samples of it."""
+
+    sharding: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="ddp: every process holds the model; fsdp: parameters, gradients and optimizer "
+        "state sharded across processes (FSDP2 fully_shard), for models that do not fit one device"
+    )
+    comm_hook: Literal["none", "fp16", "bf16", "powersgd"] = Field(
+        "none", description="DDP gradient compression: fp16/bf16 casts, or PowerSGD low-rank factors"
+    )
+    powersgd: PowerSGDConfig = PowerSGDConfig()
+    local_sgd: LocalSGDConfig | None = Field(None, description="average parameters every H steps instead of "
+                                             "all-reducing gradients every step")
+    bucket_mb: float = Field(25.0, gt=0, description="DDP gradient bucket size in MiB")
+    find_unused_parameters: bool = Field(
+        False, description="DDP: allow parameters that get no gradient in a step (slower)"
+    )
+    timeout: float = Field(
+        1800.0, gt=0, description="seconds a collective waits for the other processes before the run fails"
+    )
+
+    @model_validator(mode="after")
+    def _compatible(self) -> DistributedConfig:
+        if self.sharding == "fsdp" and (self.comm_hook != "none" or self.local_sgd is not None):
+            raise ValueError("comm_hook and local_sgd are DDP options; sharding: fsdp uses neither")
+        if self.local_sgd is not None and self.comm_hook != "none":
+            raise ValueError("local_sgd brings its own communication hook; leave comm_hook: none")
+        return self
+
+
+DEFAULT_DISTRIBUTED = DistributedConfig().model_dump(mode="json")
+
+
 class TrainConfig(Config):
     """How to train a model. The same class is the Python API and the recipe's `train:` section."""
 
     epochs: int = Field(10, ge=0, description="passes over the training split; 0 = no training")
-    batch_size: int = Field(128, ge=1, description="micro-batch size; effective batch = batch_size * grad_accum")
+    batch_size: int = Field(128, ge=1, description="micro-batch size, global across processes; effective "
+                            "batch = batch_size * grad_accum")
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0, description="peak learning rate")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adamw)")
@@ -44,6 +108,7 @@ class TrainConfig(Config):
     )
     augment: AugmentConfig | None = None
     seed: int | None = Field(None, description="seed for init-free randomness (shuffle, augment, dropout)")
+    distributed: DistributedConfig = DistributedConfig()
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> TrainConfig:
@@ -52,8 +117,12 @@ class TrainConfig(Config):
         return self
 
     def fingerprint(self) -> str:
-        """Stable hash of every field; a checkpoint only resumes under the same fingerprint."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        """Stable hash of every field; a checkpoint only resumes under the same fingerprint. A default
+        `distributed` section is left out, so checkpoints from before it existed still resume."""
+        fields = self.to_dict()
+        if fields["distributed"] == DEFAULT_DISTRIBUTED:
+            del fields["distributed"]
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

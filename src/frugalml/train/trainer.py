@@ -6,20 +6,23 @@ distributed training plug into it through three extension points instead of copy
 - callbacks:        objects with any of `on_train_start(trainer)`, `on_step_end(trainer, step, loss)`,
                     `on_epoch_end(trainer, epoch, metrics)`, `on_train_end(trainer)`; they may read
                     trainer.model/.optimizer/.epoch/.step/.cfg and set `trainer.stop = True`.
-                    on_train_start runs before the optimizer is built, so it may swap modules
-                    (QAT prepare, a DDP wrapper) by assigning trainer.model.
+                    on_train_start runs before the optimizer is built, so in one process it may
+                    swap modules by assigning trainer.model (with several processes it runs after
+                    the DDP wrapper / FSDP sharding is in place, and must not).
 
 Transforms and callbacks that have `state_dict()`/`load_state_dict()` are checkpointed with the run.
-Subclasses may override `forward(x)` (the model call) and `epoch_indices()` (shuffling/sharding).
+Subclasses may override `forward(x)` (the model call: call `super().forward(x)`, which goes through
+the DDP wrapper), `epoch_order()` (the epoch's global sample order) and `samples_per_epoch`; the
+Trainer shards the order across processes (`epoch_indices()`).
+Distributed training (several processes started by torchrun, see train/distributed.py) runs through
+this same loop: `cfg.distributed` picks DDP (with a communication hook or local SGD) or FSDP.
 Epochs are counted from 1; `trainer.epoch` is the epoch in progress, `trainer.step` counts optimizer steps.
-`fit()` seeds the global torch/python/numpy RNGs with the run seed (dropout draws from them) and
-checkpoints their states, so an interrupted run resumes bit-identically.
+`fit()` seeds the global torch/python/numpy RNGs with the run seed (+ rank; dropout draws from them)
+and checkpoints their states, so an interrupted run resumes bit-identically.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import random
@@ -36,10 +39,11 @@ import torch.nn.functional as F
 
 from frugalml.data.augment import make_augment
 from frugalml.data.bundle import DataBundle
-from frugalml.errors import ArtifactError, ConfigError, DataError
+from frugalml.errors import ConfigError, DataError
 from frugalml.train import checkpoint as ckpt
+from frugalml.train import distributed, trainer_state
+from frugalml.train.callbacks import KeepZeros
 from frugalml.train.config import TrainConfig
-from frugalml.train.evaluate import evaluate
 from frugalml.train.optim import build_optimizer, build_scheduler
 from frugalml.train.progress import EpochBar, epoch_bar
 
@@ -81,10 +85,15 @@ class Trainer:
         self.loss_terms = list(loss_terms)
         self.batch_transforms = ([self.augment] if self.augment else []) + list(batch_transforms)
         self.callbacks = list(callbacks)
+        if getattr(model, "frugal_sparse", False) and not any(isinstance(c, KeepZeros) for c in self.callbacks):
+            self.callbacks.append(KeepZeros())  # a pruned model keeps its zeros through fine-tuning
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.log = log or logging.getLogger("frugalml.train")
         self.progress = progress
         self.generator = torch.Generator()  # shuffling only; augmentation has its own
+        self.dist = distributed.make(cfg.distributed, self.seed)  # one process: the plain loop
+        self.local_batch_size = self.dist.local_batch(cfg.batch_size)
+        self.model_signature = ""
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self._reset()
@@ -99,16 +108,21 @@ class Trainer:
         self.best_epoch: int | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self._bad_epochs = 0
+        self._throughput = {"train_seconds": 0.0, "samples": 0}
 
     # --- overridable pieces -----------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.dist.module(self.model)(x)
+
+    def epoch_order(self) -> torch.Tensor:
+        """Order of this epoch's training samples, the same on every process (drawn from the shuffle
+        generator). Override together with `samples_per_epoch` (the lr schedule is sized from it)."""
+        return torch.randperm(len(self.data.y_train), generator=self.generator)
 
     def epoch_indices(self) -> torch.Tensor:
-        """Order of training samples for this epoch. Override together with `samples_per_epoch` to
-        shard for distributed training (the lr schedule is sized from `samples_per_epoch`)."""
-        return torch.randperm(len(self.data.y_train), generator=self.generator)
+        """This process's share of `epoch_order()` (all of it in one process)."""
+        return self.dist.shard(self.epoch_order())
 
     @property
     def samples_per_epoch(self) -> int:
@@ -118,7 +132,7 @@ class Trainer:
 
     @property
     def micro_batches_per_epoch(self) -> int:
-        return len(self._micro_batches(self.samples_per_epoch))
+        return len(self._micro_batches(self.dist.local_count(self.samples_per_epoch)))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -136,23 +150,31 @@ class Trainer:
             )
         self._reset()
         self._seed_everything()
-        self._call("on_train_start")
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if cfg.epochs > 0:
-            self.optimizer = build_optimizer(self.model, cfg)
-            self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
-        if self.checkpoint_dir is not None:
-            if resume and ckpt.has_checkpoint(self.checkpoint_dir):
-                self._load_checkpoint()
-                self.log.info("resumed from %s after epoch %d", self.checkpoint_dir, self.epoch)
-            else:
-                ckpt.discard_checkpoint(self.checkpoint_dir)
-        with epoch_bar(self.progress) as bar:
-            while self.epoch < cfg.epochs and not self.stop:
-                self.epoch += 1
-                t0 = time.perf_counter()
-                self._end_epoch(self._run_epoch(bar), t0)
+        self.model_signature = trainer_state.model_signature(self.model)
+        try:
+            self.dist.setup(self)
+            self._call("on_train_start")
+            if cfg.epochs > 0:
+                self.optimizer = build_optimizer(self.model, cfg)
+                self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+            if self.checkpoint_dir is not None:
+                if resume and ckpt.has_checkpoint(self.checkpoint_dir):
+                    trainer_state.restore(self)
+                    self._info("resumed from %s after epoch %d", self.checkpoint_dir, self.epoch)
+                elif self.dist.is_main:
+                    ckpt.discard_checkpoint(self.checkpoint_dir)
+            with epoch_bar(self.progress and self.dist.is_main) as bar:
+                while self.epoch < cfg.epochs and not self.stop:
+                    self.epoch += 1
+                    t0 = time.perf_counter()
+                    self._end_epoch(self._run_epoch(bar), t0)
+        except BaseException:
+            self.dist.teardown(self, ok=False)  # no collective: another process may be gone
+            raise
+        self.dist.teardown(self, ok=True)  # hands back a plain single-process model
+        distributed.FIT_STATS.append({**self.dist.stats(), **self._throughput_stats()})
         if cfg.early_stopping and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         if cfg.channels_last:  # hand back the default layout: later stages and baselines expect it
@@ -170,6 +192,8 @@ class Trainer:
         """For callbacks that change parameter shapes (structured pruning): fresh optimizer state,
         same position on the learning-rate curve."""
         assert self.scheduler is not None
+        if self.dist.world > 1:
+            raise RuntimeError("rebuild_optimizer: parameter shapes cannot change under DDP/FSDP mid-training")
         sched_state = self.scheduler.state_dict()
         self.optimizer = build_optimizer(self.model, self.cfg)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, self.steps_per_epoch)
@@ -180,7 +204,7 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------------------------
 
     def _micro_batches(self, n: int) -> list[tuple[int, int]]:
-        bs = self.cfg.batch_size
+        bs = self.local_batch_size
         bounds = [(s, min(s + bs, n)) for s in range(0, n, bs)]
         if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
             bounds.pop()  # BatchNorm cannot train on a batch of one sample
@@ -192,6 +216,10 @@ class Trainer:
         model.train()
         device = next(model.parameters()).device
         perm = self.epoch_indices()
+        if self.dist.world > 1 and len(perm) != self.dist.local_count(self.samples_per_epoch):
+            raise RuntimeError(f"{type(self).__name__}.epoch_indices() did not shard the epoch across "
+                               "processes; override epoch_order() instead (the Trainer shards it)")
+        t_start = time.perf_counter()
         bounds = self._micro_batches(len(perm))
         groups = [bounds[i : i + cfg.grad_accum] for i in range(0, len(bounds), cfg.grad_accum)]
         bar.start(self.epoch, cfg.epochs, len(bounds))
@@ -200,19 +228,22 @@ class Trainer:
             group_n = sum(e - s for s, e in group)
             self.optimizer.zero_grad(set_to_none=True)
             step_loss = 0.0
-            for s, e in group:
+            for i, (s, e) in enumerate(group):
                 x, y = self.data.x_train[perm[s:e]], self.data.y_train[perm[s:e]]
                 for transform in self.batch_transforms:
                     x, y = transform(x, y)
                 x, y = x.to(device), y.to(device)
                 if cfg.channels_last and x.dim() == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self._bf16(device)):
-                    logits = self.forward(x)
-                    loss = self._loss(x, y, logits)
-                # weight by size so accumulated micro-batches equal one big batch, ragged tail included
-                weight = (e - s) / group_n
-                (loss * weight).backward()
+                # gradients are synchronised across processes only on a step's last micro-batch
+                with self.dist.sync(last=i == len(group) - 1):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self._bf16(device)):
+                        logits = self.forward(x)
+                        loss = self._loss(x, y, logits)
+                    # weight by size so accumulated micro-batches equal one big batch, ragged tail
+                    # included (every process has the same micro-batch sizes, see distributed.py)
+                    weight = (e - s) / group_n
+                    (loss * weight).backward()
                 value = float(loss.detach())
                 step_loss += value * weight
                 loss_sum, seen = loss_sum + value * (e - s), seen + (e - s)
@@ -223,11 +254,15 @@ class Trainer:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
+            self.dist.after_step(self)
             self.scheduler.step()
             self.step += 1
             self._call("on_step_end", self.step, step_loss)
             if self.stop:
                 break
+        self._throughput["train_seconds"] += time.perf_counter() - t_start
+        loss_sum, seen, correct, counted = self.dist.all_sum([loss_sum, seen, correct, counted])
+        self._throughput["samples"] += int(seen)
         return {
             "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / counted if counted else None,
@@ -249,7 +284,8 @@ class Trainer:
         return loss
 
     def _end_epoch(self, train: dict, t0: float) -> None:
-        val = evaluate(self.model, self.data.x_val, self.data.y_val) if len(self.data.y_val) else None
+        self.dist.before_eval(self)  # processes agree on the model (BatchNorm statistics, local SGD)
+        val = self.dist.evaluate(self.model, self.data.x_val, self.data.y_val) if len(self.data.y_val) else None
         metrics = {
             "epoch": self.epoch,
             "train_loss": train["train_loss"],
@@ -271,8 +307,17 @@ class Trainer:
                 self.stop = self.stopped_early = True
         self.history.append(metrics)
         if self.checkpoint_dir is not None:
-            self._save_checkpoint(write_best=improved and self._best_state is not None)
-        self.log.info(_epoch_line(metrics, self.cfg.epochs))
+            trainer_state.save(self, write_best=improved and self._best_state is not None)
+        self._info("%s", _epoch_line(metrics, self.cfg.epochs))
+
+    def _throughput_stats(self) -> dict:
+        secs, n = self._throughput["train_seconds"], self._throughput["samples"]
+        # global samples per second of the training loop (evaluation and checkpoints not counted)
+        return {"train_seconds": round(secs, 3), "samples": n, "samples_per_second": round(n / secs, 1) if secs else None}
+
+    def _info(self, msg: str, *args: Any) -> None:
+        if self.dist.is_main:  # one process logs
+            self.log.info(msg, *args)
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -281,101 +326,15 @@ class Trainer:
                 fn(self, *args)
 
     def _seed_everything(self) -> None:
-        # the model is already initialized; these seeds drive dropout, shuffling and augmentation
-        torch.manual_seed(self.seed)
-        random.seed(self.seed)
-        np.random.seed(self.seed % 2**32)
+        # the model is already initialized; these seeds drive dropout, shuffling and augmentation.
+        # Shuffling is the same on every process (the sampler shards one order); the rest is per rank.
+        own = self.seed + self.dist.rank
+        torch.manual_seed(own)
+        random.seed(own)
+        np.random.seed(own % 2**32)
         self.generator.manual_seed(self.seed)
         if self.augment is not None:
-            self.augment.generator.manual_seed(self.seed + 1)
-
-    # --- checkpoints --------------------------------------------------------------------------------------
-
-    def _stateful(self) -> list[tuple[str, Any]]:
-        named = [(f"transform{i}", t) for i, t in enumerate(self.batch_transforms)]
-        named += [(f"callback{i}", c) for i, c in enumerate(self.callbacks)]
-        return [(n, o) for n, o in named if hasattr(o, "state_dict") and hasattr(o, "load_state_dict")]
-
-    def _model_signature(self) -> str:
-        shapes = [[k, list(v.shape), str(v.dtype)] for k, v in self.model.state_dict().items()]
-        return hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16]
-
-    def _save_checkpoint(self, write_best: bool) -> None:
-        assert self.checkpoint_dir is not None and self.optimizer is not None and self.scheduler is not None
-        tensors, opt_meta = ckpt.flatten_optimizer(self.optimizer)
-        rng_tensors, rng_meta = ckpt.capture_rng({"shuffle": self.generator})
-        tensors.update(rng_tensors)
-        ext_meta: dict[str, dict] = {}
-        for name, obj in self._stateful():
-            for key, val in obj.state_dict().items():
-                if isinstance(val, torch.Tensor):
-                    tensors[f"ext.{name}.{key}"] = val.detach().clone()
-                else:
-                    ext_meta.setdefault(name, {})[key] = val
-        state = {
-            "epoch": self.epoch,
-            "step": self.step,
-            "stop": self.stop,
-            "stopped_early": self.stopped_early,
-            "config_hash": self.cfg.fingerprint(),
-            "config": self.cfg.to_dict(),
-            "model": self._model_signature(),
-            "data": self.data.describe(),
-            "scheduler": self.scheduler.state_dict(),
-            "optimizer": opt_meta,
-            "rng": rng_meta,
-            "extensions": ext_meta,
-            "history": self.history,
-            "best_val_accuracy": self.best_val_accuracy,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self._bad_epochs,
-        }
-        # clones: safetensors refuses tensors that share storage (tied weights)
-        files = {
-            ckpt.WEIGHTS: (self.epoch, {k: v.detach().clone() for k, v in self.model.state_dict().items()}),
-            ckpt.OPTIMIZER: (self.epoch, tensors),
-        }
-        if write_best:
-            files[ckpt.BEST] = (self.epoch, self._best_state)
-        ckpt.write_checkpoint(self.checkpoint_dir, state, files)
-
-    def _load_checkpoint(self) -> None:
-        assert self.checkpoint_dir is not None
-        d = self.checkpoint_dir
-        state = ckpt.read_state(d)
-        if state.get("config_hash") != self.cfg.fingerprint():
-            old, new = state.get("config") or {}, self.cfg.to_dict()
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ConfigError(
-                f"checkpoint in {d} was written with a different train config (differs in: "
-                f"{', '.join(diff) or 'unknown'}); train without resume or delete {d}"
-            )
-        if state.get("model") != self._model_signature():
-            raise ConfigError(f"checkpoint {d / ckpt.WEIGHTS} was written for a different model; delete {d}")
-        if state.get("data") != json.loads(json.dumps(self.data.describe())):
-            raise ConfigError(f"checkpoint in {d} was written for a different dataset; delete {d}")
-        epoch = int(state["epoch"])
-        self.model.load_state_dict(ckpt.read_tensors(d, ckpt.WEIGHTS, epoch))
-        if self.optimizer is not None and self.scheduler is not None:
-            other = ckpt.read_tensors(d, ckpt.OPTIMIZER, epoch)
-            try:
-                ckpt.unflatten_optimizer(self.optimizer, other, state["optimizer"])
-                self.scheduler.load_state_dict(state["scheduler"])
-                ckpt.restore_rng({"shuffle": self.generator}, other, state["rng"])
-                for name, obj in self._stateful():
-                    prefix = f"ext.{name}."
-                    sd = {k[len(prefix) :]: v for k, v in other.items() if k.startswith(prefix)}
-                    sd.update(state["extensions"].get(name, {}))
-                    obj.load_state_dict(sd)
-            except (KeyError, ValueError, RuntimeError) as e:
-                raise ArtifactError(f"checkpoint in {d} is inconsistent ({type(e).__name__}: {e}); delete it") from None
-        if self.cfg.early_stopping and state.get("best_epoch"):
-            self._best_state = ckpt.read_tensors(d, ckpt.BEST, int(state["best_epoch"]))
-        self.epoch, self.step = epoch, int(state["step"])
-        self.stop, self.stopped_early = bool(state["stop"]), bool(state["stopped_early"])
-        self.history = list(state["history"])
-        self.best_val_accuracy, self.best_epoch = state["best_val_accuracy"], state["best_epoch"]
-        self._bad_epochs = int(state["bad_epochs"])
+            self.augment.generator.manual_seed(own + 1)
 
 
 def _hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:

@@ -100,14 +100,66 @@ def test_dynamic_int8(name, kwargs, backend, zoo, make, data, agreement, tmp_pat
         assert quantized, "no layer was dynamically quantized"
 
 
+def _stored(directory) -> int:
+    """Bytes of an artifact's weight files (packed: `.safetensors`, or `.safetensors.zst`)."""
+    return sum(f.stat().st_size for f in directory.iterdir() if ".safetensors" in f.name)
+
+
 @pytest.mark.parametrize(("bits", "group"), [(8, None), (4, 16)])
 def test_weight_only(bits, group, mlp, make, data, agreement, tmp_path):
     model, spec = mlp
     x = data.sample_input(64)
     q = make(model, "torch", mode="weight-only", bits=bits, group_size=group)
     assert agreement(model(x), q(x)) >= 0.9
-    assert q.frugal_runtime == f"torchao-int{bits}-weight-only"
+    assert q.frugal_runtime == f"torch-int{bits}-weight-only"
+    assert {e["path"] for e in q.frugal_settings["layers"].values()} == {"torchao"}
     assert torch.equal(roundtrip(q, spec, tmp_path / "q")(x), q(x))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_only_covers_convolutions_and_pads_groups(bits, cnn, make, data, agreement, tmp_path):
+    """Convolutions are quantized too (dequantized on the fly), and int4 groups that do not divide a
+    layer's width are zero-padded and reported, not silently left in fp32."""
+    model, spec = cnn
+    x = data.sample_input(64)
+    q = make(model, "torch", mode="weight-only", bits=bits, group_size=32 if bits == 4 else None)
+    layers = q.frugal_settings["layers"]
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(layers[n]["path"] == "dequant" for n in convs)
+    assert agreement(model(x), q(x)) >= (0.9 if bits == 8 else 0.8)  # int4 on an 8-channel toy CNN is rough
+    padded = {n: e["padding"] for n, e in layers.items() if e.get("padding")}
+    if bits == 4:  # the first conv has 1*3*3 = 9 inputs per row: padded to a whole group
+        assert padded and "padded" in q.frugal_report["notes"][0]
+    loaded = roundtrip(q, spec, tmp_path / "q")
+    assert torch.equal(loaded(x), q(x))
+    stored = _stored(tmp_path / "q")
+    artifact.save(model, tmp_path / "float", spec)
+    fp32 = (tmp_path / "float" / "model.safetensors").stat().st_size
+    # int8 codes + scales vs fp32, on a toy model whose 9-wide first layer pays padding and headers
+    assert stored < fp32 / (1.4 if bits == 4 else 1.2)
+
+
+def test_codebook_keeps_zeros_fine_tunes_centroids_and_stores_codes(mlp, data, tmp_path):
+    from frugalml.compress.prune import UnstructuredPrune, prune
+    from frugalml.train import TrainConfig
+
+    model, spec = mlp
+    sparse = prune(model, UnstructuredPrune(ratio=0.8), data)
+    cfg = QuantizeStage(mode="codebook", bits=4, qat={"epochs": 1, "lr": 0.01})
+    q = quantize(sparse, cfg, data, spec=spec, train=TrainConfig(epochs=1, batch_size=64))
+    assert q.frugal_report["codebook_training"]["epochs_run"] == 1
+    before = dict(sparse.named_parameters())
+    for name, p in q.module.named_parameters():
+        p0 = before[name]
+        if p.dim() >= 2:
+            assert torch.equal(p == 0, p0 == 0), name  # zeros stay zeros, nothing regrows
+            assert torch.unique(p[p != 0]).numel() <= 16, name  # 4-bit: at most 16 shared values
+    loaded = roundtrip(q, spec, tmp_path / "q")
+    x = data.sample_input(8)
+    assert torch.equal(loaded(x), q(x))
+    stored = _stored(tmp_path / "q")
+    artifact.save(model, tmp_path / "float", spec)
+    assert stored < (tmp_path / "float" / "model.safetensors").stat().st_size / 8  # tiny model: headers count
 
 
 @pytest.mark.parametrize("mode", ["fp16", "bf16"])
@@ -119,7 +171,7 @@ def test_half_precision_casts(mode, cnn, data, agreement, tmp_path):
     assert out.dtype == torch.float32 and agreement(model(x), out) >= 0.9
     assert all(p.dtype == q.dtype for p in q.module.parameters())
     assert torch.equal(roundtrip(q, spec, tmp_path / "q")(x), out)
-    weights = (tmp_path / "q" / "model.safetensors").stat().st_size
+    weights = _stored(tmp_path / "q")
     artifact.save(model, tmp_path / "float", spec)
     assert weights < 0.6 * (tmp_path / "float" / "model.safetensors").stat().st_size
 

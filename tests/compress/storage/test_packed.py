@@ -33,6 +33,12 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
     return t.view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
 
 
+def _weights(d):
+    """The packed weights file (`.zst`-wrapped when zstd made it smaller)."""
+    (found,) = [f for f in d.iterdir() if f.name.startswith(WEIGHTS_FILE)]
+    return found
+
+
 def _size(d) -> int:
     return sum(f.stat().st_size for f in artifact.artifact_files(d))
 
@@ -48,13 +54,14 @@ def test_save_load_round_trip_and_size(tmp_path):
         assert torch.equal(_bits(loaded.state_dict()[k]), _bits(v)), k
     # 10% nonzeros: beyond the 1-bit-per-weight bitmask's cap of 32x on the weights
     assert _size(tmp_path / "s") < _size(tmp_path / "d") / 6
-    assert [f.name for f in artifact.artifact_files(tmp_path / "s")] == ["model.json", WEIGHTS_FILE]
+    assert [f.name for f in artifact.artifact_files(tmp_path / "s")] in (
+        ["model.json", WEIGHTS_FILE], ["model.json", WEIGHTS_FILE + ".zst"])
 
 
 def test_save_any_dispatches_to_the_packed_saver(tmp_path):
     model = _sparse_mlp()
     artifact.save_any(model, tmp_path, SPEC, {"format": FORMAT})
-    assert (tmp_path / WEIGHTS_FILE).is_file() and not (tmp_path / "model.safetensors").exists()
+    assert _weights(tmp_path).name.startswith(WEIGHTS_FILE) and not (tmp_path / "model.safetensors").exists()
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(artifact.load(tmp_path)(x), model(x))
 
@@ -75,24 +82,36 @@ def test_refuses_models_that_still_carry_masks(tmp_path):
 
 
 def test_corrupt_files_are_artifact_errors(tmp_path):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
-    from frugalml.compress.storage.packed import LAYOUT_KEY
+    from frugalml.compress.storage.packed import LAYOUT_KEY, file_metadata, read_packed
 
     save_packed(_sparse_mlp(), tmp_path, SPEC)
     path = tmp_path / WEIGHTS_FILE
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        layout = json.loads(f.metadata()[LAYOUT_KEY])
+    tensors, layout = read_streams(path), json.loads(file_metadata(path)[LAYOUT_KEY])
+    for f in tmp_path.glob(WEIGHTS_FILE + "*"):
+        f.unlink()
     name = next(iter(layout))
     layout[name]["shape"][0] += 8
-    save_file(load_file(str(path)), str(path), metadata={LAYOUT_KEY: json.dumps(layout)})
+    save_file(tensors, str(path), metadata={LAYOUT_KEY: json.dumps(layout)})
     with pytest.raises(ArtifactError, match=name):
         artifact.load(tmp_path)
-    save_file(load_file(str(path)), str(path), metadata={})
+    save_file(tensors, str(path), metadata={})
     with pytest.raises(ArtifactError, match="no storage layout"):
-        artifact.load(tmp_path)
-    (tmp_path / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
+        read_packed(path)
+    path.write_bytes(b"not a safetensors file")
     with pytest.raises(ArtifactError, match="corrupt"):
         artifact.load(tmp_path)
+    path.unlink()
+    (tmp_path / (WEIGHTS_FILE + ".zst")).write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    with pytest.raises(ArtifactError, match="corrupt zstd"):
+        artifact.load(tmp_path)
+
+
+def read_streams(path):
+    """The stored (encoded) tensors of a packed file, zstd-wrapped or not."""
+    from safetensors.torch import load
+
+    from frugalml.compress.storage.packed import _blob
+
+    return load(_blob(path))

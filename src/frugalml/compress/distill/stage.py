@@ -25,6 +25,7 @@ from frugalml.compress.distill.cache import IndexedTrainer, TeacherOutputs, taps
 from frugalml.compress.distill.hints import Hint, HintTerm, StudentWithAdapters, build_adapters
 from frugalml.compress.distill.losses import KD, LogitDistillTerm, LogitLoss
 from frugalml.compress.distill.refs import check_outputs, resolve
+from frugalml.compress.distill.targets import even_layers, train_on_targets
 from frugalml.data.bundle import DataBundle
 from frugalml.errors import ConfigError
 from frugalml.models import ModelConfig, build_model
@@ -54,6 +55,9 @@ class DistillStage(StageConfig):
     train: TrainOverrides = Field(default_factory=TrainOverrides)  # type: ignore[valid-type]
     cache_teacher: bool = Field(True, description="compute the teacher's logits once when that gives the same "
                                 "result (no augmentation, no hints)")
+    layers: int | list[int] | None = Field(
+        None, description="layer dropping (Hugging Face encoders): the student is the parent model keeping only "
+        "these encoder layers, initialised from them; an int N keeps N evenly spaced ones (6 -> 3: 0, 2, 4)")
 
     @field_validator("loss", mode="before")
     @classmethod
@@ -74,6 +78,14 @@ class DistillStage(StageConfig):
 
     def starts_fresh(self) -> bool:
         return self.model is not None
+
+    @model_validator(mode="after")
+    def _one_student(self) -> DistillStage:
+        if self.layers is not None and self.model is not None:
+            raise ValueError("layers and model both define the student; give one")
+        if isinstance(self.layers, int) and self.layers < 1:
+            raise ValueError("layers: keep at least one layer")
+        return self
 
 
 def as_config(cfg: DistillStage | Mapping[str, Any] | None) -> DistillStage:
@@ -119,13 +131,22 @@ def distill_with_metrics(
     teacher_name: str = "teacher",
     progress: bool = True,
 ) -> tuple[nn.Module, dict]:
-    """Train `student` in place to imitate the frozen `teacher` on `data`; returns (student, metrics)."""
+    """Train `student` in place to imitate the frozen `teacher` on `data`; returns (student, metrics).
+    Data whose task is not classification (embeddings, regression) is distilled on the task's
+    objective toward the teacher's outputs (`targets.train_on_targets`); `loss` and `hints` are for
+    class logits."""
     cfg = as_config(cfg)
     check_outputs(student, data, f"{where}.model", "the student")
     check_outputs(teacher, data, f"{where}.teacher", f"the teacher {teacher_name!r}")
     tcfg = merge_train(train_defaults, cfg.train, {"epochs": cfg.epochs}, where=f"{where}.train")
     if tcfg.seed is None:
         tcfg = tcfg.model_copy(update={"seed": seed})
+    if getattr(data, "task", "classification") != "classification":
+        reuse = getattr(data, "reference", None) == f"outputs of stage {teacher_name}"  # targets already are its outputs
+        student, report = train_on_targets(student, None if reuse else teacher, data, tcfg, checkpoint_dir=checkpoint_dir,
+                                           resume=resume, log=log, progress=progress)
+        return student, {"teacher": teacher_name, "loss": report["objective"], "teacher_params": _n_params(teacher),
+                         "student_params": _n_params(student), "training": report}
     outputs = TeacherOutputs(teacher, [h.teacher for h in cfg.hints])
     try:
         adapters = build_adapters(student, teacher, cfg.hints, data.sample_input(2), where) if cfg.hints else []
@@ -195,6 +216,23 @@ def distill(student: nn.Module | ModelConfig | str, teacher: nn.Module | str | P
     return distill_with_metrics(_student(student, data, kwargs.get("seed", 0)), t, cfg, data, **kwargs)[0]
 
 
+def _layer_dropped(source: nn.Module, layers: int | list[int], ctx: StageContext, where: str) -> tuple[nn.Module, dict]:
+    """A copy of `source` (a Hugging Face encoder) keeping `layers`, and its ModelSpec."""
+    from frugalml import hf
+    from frugalml.hf.model import HFEncoder, drop_layers, is_bert_style
+
+    if not isinstance(source, HFEncoder) or not is_bert_style(source.backbone):
+        raise ConfigError(f"{where}.layers: layer dropping needs a Hugging Face BERT-style encoder (hf: model), "
+                          f"not {type(source).__name__}")
+    total = len(source.backbone.encoder.layer)
+    keep = even_layers(total, layers) if isinstance(layers, int) else list(layers)
+    if isinstance(layers, int) and layers >= total:
+        raise ConfigError(f"{where}.layers: the model has {total} layers; keep fewer than that")
+    student = drop_layers(copy.deepcopy(source), keep)
+    ctx.log.info("distill: student keeps layers %s of %d", keep, total)
+    return student, hf.spec_of(student, ctx.model_spec["name"], ctx.model_spec["input_shape"])
+
+
 @register_stage(DistillStage)
 def run_distill_stage(model: nn.Module | None, cfg: DistillStage, ctx: StageContext) -> nn.Module:
     from frugalml.compress.ensemble import Ensemble
@@ -206,6 +244,8 @@ def run_distill_stage(model: nn.Module | None, cfg: DistillStage, ctx: StageCont
     if cfg.model is not None:
         ctx.model_spec = cfg.model.spec(ctx.data.input_shape, ctx.data.num_classes)
         student = _student(cfg.model, ctx.data, ctx.seed)
+    elif cfg.layers is not None:
+        student, ctx.model_spec = _layer_dropped(model if model is not None else ref.model, cfg.layers, ctx, where)
     elif model is None:
         raise ConfigError(f"{where}.model: there is no parent model to distil into; name the student's architecture")
     elif isinstance(model, Ensemble) or getattr(model, "frugal_runtime", None) is not None:

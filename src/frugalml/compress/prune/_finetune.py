@@ -42,6 +42,16 @@ def finetune(
         cfg = cfg.model_copy(update={"early_stopping": None})
     if cfg.epochs == 0:
         return None
+    if getattr(inputs.data, "task", "classification") != "classification":
+        # unlabelled data (embeddings): train toward the unpruned model's outputs (finetune.distill > 0)
+        # or the data's reference targets, on the task's objective (frugalml.compress.distill.targets)
+        from frugalml.compress.distill.targets import train_on_targets
+
+        ckpt = inputs.workdir / checkpoint if inputs.workdir is not None else None
+        _, report = train_on_targets(model, inputs.teacher, inputs.data, cfg, callbacks=callbacks, checkpoint_dir=ckpt,
+                                     resume=inputs.resume, log=inputs.log)
+        return {"epochs": report["epochs"], **{k: v for k, v in report.items() if k.startswith("val_")},
+                "objective": report["objective"], "targets": report["targets"]}
     terms = [DistillFrom(inputs.teacher, ft.distill, ft.temperature)] if inputs.teacher is not None else []
     ckpt = inputs.workdir / checkpoint if inputs.workdir is not None else None
     trainer = Trainer(model, inputs.data, cfg, loss_terms=terms, callbacks=callbacks, checkpoint_dir=ckpt,

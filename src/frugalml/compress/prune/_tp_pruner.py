@@ -24,16 +24,17 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch_pruning as tp
 
 from frugalml.compress.prune._layers import check_layer_names, classifier, selected
 from frugalml.compress.prune._tp_rnn import RNNHiddenPruner, supported
+from frugalml.data.features import Features
 from frugalml.errors import ConfigError, UnsupportedError
 
 ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.RNN, nn.GRU, nn.LSTM)
 _RNN_PRUNERS = {nn.RNN: RNNHiddenPruner(), nn.GRU: RNNHiddenPruner(), nn.LSTM: RNNHiddenPruner()}
 _TP_ERRORS = (IndexError, RuntimeError, ValueError, AssertionError, TypeError)
+OFF_PATH = "off the traced forward path (its output never reaches the model's output): left as it is"
 # tp keeps int(channels * (1 - ratio)) channels: 10 * (1 - 0.9) = 0.99999... keeps none, so the
 # group is skipped. Ratios handed to tp are this much smaller, which changes no exact product.
 _EPS = 1e-9
@@ -106,9 +107,9 @@ def layer_shapes(model: nn.Module) -> dict[str, int]:
     """Output width of every prunable layer (channels, features, hidden units, heads)."""
     out = {}
     for name, m in model.named_modules():
-        for attr in ("out_channels", "out_features", "hidden_size", "num_heads"):
+        for attr in ("out_channels", "out_features", "hidden_size", "num_heads", "num_attention_heads"):
             if isinstance(getattr(m, attr, None), int):
-                out[f"{name}.{attr}" if attr == "num_heads" else name] = getattr(m, attr)
+                out[f"{name}.{attr}" if attr.startswith("num_") else name] = getattr(m, attr)
                 break
     return out
 
@@ -116,6 +117,10 @@ def layer_shapes(model: nn.Module) -> dict[str, int]:
 def taylor_grads(model: nn.Module, data: Any, batches: int, seed: int) -> Callable[[], None]:
     """First-order Taylor importance needs dL/dw: accumulate a few training batches (eval mode, so
     BN statistics are untouched)."""
+
+    from frugalml.measure.task import task_of
+
+    task = task_of(data)  # the data's own objective: cross-entropy, 1 - cosine to the reference, MSE
 
     def run() -> None:
         model.zero_grad(set_to_none=True)
@@ -126,7 +131,7 @@ def taylor_grads(model: nn.Module, data: Any, batches: int, seed: int) -> Callab
             for i, (x, y) in enumerate(loader):
                 if i >= batches:
                     break
-                F.cross_entropy(model(x), y).backward()
+                task.loss(model(x), y).backward()
         finally:
             model.train(was_training)
 
@@ -158,7 +163,9 @@ class StructuredPruner:
         from frugalml.models import pruning_hints, sync_after_pruning
 
         self.model, self.sync, self.importance = model, sync_after_pruning, importance
-        self.trial = torch.cat([example, example[:1]])  # an odd batch exposes reshapes that fold the batch
+        # an odd batch exposes reshapes that fold the batch
+        self.trial = Features.cat([example, example[:1]]) if isinstance(example, Features) else \
+            torch.cat([example, example[:1]])
         self.num_classes = num_classes
         problem = self._trial_forward()
         if problem:
@@ -177,7 +184,7 @@ class StructuredPruner:
         try:
             with quiet():
                 self.pruner = tp.pruner.BasePruner(
-                    model, example,
+                    model, dict(example) if isinstance(example, Features) else example,  # named inputs: model(**x)
                     importance=scorer,
                     pruning_ratio=max(0.0, ratio - _EPS),
                     pruning_ratio_dict={by_name[n]: max(0.0, r - _EPS) for n, r in self.ratio_by_layer.items()} or None,
@@ -201,6 +208,8 @@ class StructuredPruner:
         finally:
             model.train(was_training)
         self.total_steps = iterative_steps
+        self.off_path = self._off_path()
+        self.kept.update({n: OFF_PATH for n in self.off_path if n not in self.kept})
         with quiet():
             self._check_groups_map()
             if check_ratio:
@@ -223,6 +232,12 @@ class StructuredPruner:
                 kept[n] = "named in prune.ignore" if selected(n, targets, []) else "not in prune.targets"
         kept.update(blocked)
         return kept
+
+    def _off_path(self) -> list[str]:
+        """Prunable layers Torch-Pruning's trace never reached (e.g. a pooler whose output the model
+        does not return): nothing is pruned in them and they are reported, not guessed at."""
+        traced = set(self.pruner.DG.module2node)
+        return [n for n, m in self.model.named_modules() if isinstance(m, ROOT_TYPES) and m not in traced]
 
     def groups(self) -> Iterator[Any]:
         return self.pruner.DG.get_all_groups(ignored_layers=self.pruner.ignored_layers, root_module_types=ROOT_TYPES)

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from frugalml.compress.prune._finetune import finetune
 from frugalml.compress.prune._layers import check_layer_names
-from frugalml.compress.prune.config import FinetuneConfig, PruneConfig
+from frugalml.compress.prune.config import FinetuneConfig, MaskPruneConfig, PruneConfig
 from frugalml.errors import ConfigError
 from frugalml.stages import StageContext, add_variant, register_stage
 
@@ -112,6 +112,8 @@ def apply(model: nn.Module, cfg: PruneConfig | Mapping[str, Any], inputs: PruneI
     if cfg.finetune is not None and cfg.finetune.distill > 0:
         inputs = replace(inputs, teacher=copy.deepcopy(model))  # the model as it was before pruning
     pruned, metrics = method(model, cfg, inputs)
+    if isinstance(cfg, MaskPruneConfig):
+        pruned.frugal_sparse = True  # its zeros are masks: later fine-tuning keeps them (KeepZeros)
     return pruned.eval(), {"method": cfg.method, **metrics}
 
 

@@ -23,14 +23,21 @@ import torch.nn as nn
 from frugalml._io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from frugalml.compress.prune._layers import check_layer_names, classifier, selected, weight_params
 from frugalml.errors import ConfigError
+from frugalml.measure.task import task_of
 
 DEFAULT_RATIOS = (0.1, 0.25, 0.5, 0.75)
 TABLE_FILE = "sensitivity.json"
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def _accuracy(model: nn.Module, x: Any, y: torch.Tensor, task: Any = None) -> float:
+    """Top-1 accuracy, or the data's task quality (e.g. cosine to the reference embeddings)."""
     from frugalml.train import evaluate
 
+    if task is not None and task.name != "classification":
+        from frugalml.train.evaluate import eval_mode
+
+        with eval_mode(model):
+            return float(task.evaluate(model, x, y, 0)["quality"])
     return float(evaluate(model, x, y))
 
 
@@ -94,7 +101,8 @@ def sensitivity(
     check_layer_names(model, layers, "layers")
     model = copy.deepcopy(model).eval()
     x, y = _eval_split(data, max_samples)
-    base = _accuracy(model, x, y)
+    task = task_of(data)
+    base = _accuracy(model, x, y, task)
     rows = []
     skipped: dict[str, str] = {}
     if method == "structured":
@@ -104,7 +112,7 @@ def sensitivity(
             layer_rows = []
             try:
                 for r in ratios:
-                    acc = _accuracy(_prune_group_copy(model, data, name, r), x, y)
+                    acc = _accuracy(_prune_group_copy(model, data, name, r), x, y, task)
                     layer_rows.append({"layer": name, "channels": channels, "ratio": r, "accuracy": acc,
                                        "drop": base - acc})
             except BlockedGroup as b:  # this layer cannot be pruned: no rows, and the table says why
@@ -121,7 +129,7 @@ def sensitivity(
                     k = round(r * w.numel())
                     cut = original.abs().flatten().kthvalue(k).values if k else None
                     w.copy_(original if cut is None else original * (original.abs() > cut))
-                acc = _accuracy(model, x, y)
+                acc = _accuracy(model, x, y, task)
                 rows.append({"layer": f"{name}.{pname}" if pname != "weight" else name, "channels": w.numel(),
                              "ratio": r, "accuracy": acc, "drop": base - acc, "classifier": name == head})
             with torch.no_grad():

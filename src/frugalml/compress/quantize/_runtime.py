@@ -49,21 +49,24 @@ class CompiledRunner:
         self.compiles += 1
         return compile_fx(gm, example_inputs)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: Any) -> torch.Tensor:
         from torch._inductor import config as inductor_config
+
+        from frugalml.data.features import as_args
 
         if self._compiled is None:
             self._compiled = torch.compile(self.module, dynamic=False, backend=self._inductor)
-        shape = tuple(x.shape)
+        args = as_args(x)  # named inputs (Features) are passed positionally, in their names' order
+        shape = tuple(tuple(a.shape) for a in args)
         with torch.inference_mode():
             if shape in self._shapes:
-                return self._compiled(x)
+                return self._compiled(*args)
             with inductor_config.patch(freezing=True), quiet():
-                out = self._compiled(x)
+                out = self._compiled(*args)
             self._shapes.add(shape)
             return out
 
-    def warm_up(self, inputs: Iterable[torch.Tensor], calls: int = 3) -> None:
+    def warm_up(self, inputs: Iterable[Any], calls: int = 3) -> None:
         """Compile for each input's shape and run it a few times, before any timing."""
         for x in inputs:
             for _ in range(calls):
@@ -127,7 +130,7 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def reused_modules(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+def reused_modules(model: nn.Module, example: Any) -> dict[str, int]:
     """Modules with weights that one forward pass calls more than once ({name: calls}), outermost
     only: graph quantizers (pt2e) need one module per use."""
     calls: dict[str, int] = {}

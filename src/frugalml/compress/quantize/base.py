@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
-from frugalml._io import atomic_write_bytes, atomic_write_json, save_tensors_atomic
-from frugalml.artifact import Trust, module_attributes, skeleton
+from frugalml._io import atomic_write_bytes, atomic_write_json
+from frugalml.artifact import Trust, changed_shapes, module_attributes, skeleton
+from frugalml.compress.storage.packed import read_packed, write_packed
 from frugalml.errors import ArtifactError, ConfigError, DataError, UnsupportedError
 from frugalml.schemas import ARTIFACT_VERSION
 
@@ -47,6 +48,7 @@ class QuantizedModel(nn.Module):
         self.frugal_runtime = runtime
         self.frugal_settings = dict(settings)
         self.frugal_report: dict = {}  # candidates / reference latencies, filled by quantize()
+        self.spec_changes: dict = {}  # ModelSpec keys the artifact needs to rebuild it (e.g. fold_bn)
         # not a submodule: its weights must not count as this module's state
         object.__setattr__(self, "frugal_cost_model", cost_model.eval())
         self.training = False
@@ -67,6 +69,10 @@ class QuantizedModel(nn.Module):
         except TypeError as e:
             raise TypeError(f"{self.frugal_runtime} model: {e}") from None
         values = list(bound.arguments.items())
+        if len(values) > 1 and all(isinstance(v, torch.Tensor) for _, v in values):
+            from frugalml.data.features import Features  # named inputs: q(input_ids=..., attention_mask=...)
+
+            return Features(dict(values))  # type: ignore[return-value]
         if len(values) != 1 or not isinstance(values[0][1], torch.Tensor):
             raise UnsupportedError(
                 f"{self.frugal_runtime} models take the float model's single tensor input; got "
@@ -93,12 +99,13 @@ class QuantizedModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         files, extra = self.artifact()
+        written = []
         for name, content in files.items():
-            if isinstance(content, SafeTensors):
-                tensors = {k: v.contiguous() for k, v in content.tensors.items()}
-                save_tensors_atomic(tensors, directory / name, metadata=content.metadata)
+            if isinstance(content, SafeTensors):  # packed: a pruned model's zeros stay off the disk
+                written.append(write_packed(directory / name, content.tensors, content.metadata).name)
             else:
                 atomic_write_bytes(directory / name, content)
+                written.append(name)
         cost = self.frugal_cost_model
         info = {
             "frugalml_artifact": ARTIFACT_VERSION,
@@ -106,16 +113,32 @@ class QuantizedModel(nn.Module):
             "format": self.format,  # meta must not relabel the files
             "runtime": self.frugal_runtime,
             "spec": spec,
-            "module_attributes": module_attributes(cost),
-            "float_shapes": {
-                k: list(v.shape) for k, v in cost.state_dict().items() if isinstance(v, torch.Tensor)
-            },
+            "module_attributes": module_attributes(cost, spec),
+            "float_shapes": changed_shapes(cost, spec),
             "quantization": self.frugal_settings,
-            "files": sorted(files),
+            "files": sorted(written),
             **extra,
         }
         atomic_write_json(directory / "model.json", info)
         return directory
+
+    def nonzero_params(self) -> int | None:
+        """Nonzero weights counted in this model's own stored tensors (not the float model it came
+        from): integer weight tensors (int8 codes, zero = 0 for symmetric weights) and float ones
+        (fp16/bf16), matrices and kernels only; scales and zero points are not weights. Added to the
+        parameters the float model keeps outside those tensors (biases, norms). None: not countable."""
+        files, _ = self.artifact()
+        stored = [t for f in files.values() if isinstance(f, SafeTensors) for k, t in f.tensors.items()
+                  if t.dim() >= 2 and not any(w in k for w in ("scale", "zero_point"))
+                  and t.dtype in (torch.int8, torch.float16, torch.bfloat16, torch.float32)]
+        if not stored:
+            return None
+        cost = self.frugal_cost_model
+        matrices = sum(p.numel() for p in cost.parameters() if p.dim() >= 2)
+        if sum(t.numel() for t in stored) < matrices:
+            return None  # not every weight is in these tensors (e.g. some layers kept in float elsewhere)
+        others = sum(int((p != 0).sum()) for p in cost.parameters() if p.dim() < 2)
+        return others + sum(int((t != 0).sum()) for t in stored)
 
     # --- export hooks (frugalml.export) ------------------------------------------------------------
 
@@ -191,6 +214,11 @@ def check_data_fits(model: nn.Module, spec: dict | None, data: Any) -> None:
             f"calibration data {data.name!r} of shape {list(data.input_shape)} does not fit the model "
             f"({str(e).splitlines()[0]}); use the dataset the model was trained on"
         ) from None
+
+
+def read_tensors(directory: Path, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of one file `QuantizedModel.save` wrote (stored packed), bit-exact."""
+    return read_packed(Path(directory) / name)
 
 
 def saved_settings(info: dict, directory: Path) -> dict:

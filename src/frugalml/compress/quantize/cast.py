@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from frugalml.artifact import Trust, load_tensors
+from frugalml.artifact import Trust
 from frugalml.compress.quantize.base import (
     QuantizeContext,
     QuantizedModel,
     SafeTensors,
     float_skeleton,
+    read_tensors,
     saved_settings,
 )
 from frugalml.compress.quantize.registry import Backend, register_backend
@@ -29,14 +31,22 @@ TENSORS = "model.safetensors"
 
 
 class _Casting(nn.Module):
-    """The deployed computation: input cast to the weights' dtype, logits back to float32."""
+    """The deployed computation: floating inputs cast to the weights' dtype, logits back to float32.
+    Integer inputs (token ids, attention masks) pass unchanged: fp16 holds integers exactly only up
+    to 2048, so casting ids would look up the wrong embeddings."""
 
     def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
         self.module, self.dtype = module, dtype
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.to(self.dtype)).float()
+    def forward(self, *inputs: Any) -> torch.Tensor:
+        return self.module(*(_cast(x, self.dtype) for x in inputs)).float()
+
+
+def _cast(x: Any, dtype: torch.dtype) -> Any:
+    if isinstance(x, torch.Tensor) and not x.is_floating_point():
+        return x
+    return x.to(dtype=dtype)  # a Features batch casts its floating tensors only
 
 
 class CastModel(QuantizedModel):
@@ -77,7 +87,7 @@ class CastBackend(Backend):
 
     def load(self, directory: Path, info: dict, trust_code: Trust = False) -> CastModel:
         settings = {**saved_settings(info, directory), "mode": info["format"].removeprefix("torch-")}
-        tensors = load_tensors(Path(directory) / TENSORS)
+        tensors = read_tensors(directory, TENSORS)
         float_model = float_skeleton(info, directory, trust_code)
         module = copy.deepcopy(float_model).to(DTYPES[settings["mode"]])
         try:

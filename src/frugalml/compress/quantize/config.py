@@ -40,7 +40,16 @@ class QuantizeStage(StageConfig):
     kind: Literal["quantize"] = "quantize"
     mode: Mode = Field("static", description=" | ".join(MODES))
     backend: Backend = Field("auto", description=backend_help())
-    bits: Literal[8, 4] = Field(8, description="weight bits; 4 only for mode weight-only")
+    bits: int = Field(
+        8, ge=2, le=8, description="weight bits: 8 (int8 modes), 4 or 8 (weight-only), 2..8 (codebook: 2**bits "
+        "shared values per layer)"
+    )
+    fold_batchnorm: bool = Field(
+        True, description="codebook: fold BatchNorm into the convolutions first (exact; saves its tensors)"
+    )
+    layer_bits: dict[str, int] | None = Field(
+        None, description="codebook: per-layer code widths (layer name -> 2..8) that override `bits`"
+    )
     group_size: int | None = Field(
         None,
         ge=1,
@@ -60,7 +69,13 @@ class QuantizeStage(StageConfig):
     mixed_precision: bool = Field(
         False, description="keep the most sensitive layers in float until the drop is within tolerance"
     )
-    qat: QATConfig = Field(default_factory=QATConfig)
+    batch: int | None = Field(
+        None, ge=1, description="backend auto: the batch size whose median latency decides (one of "
+        "measure.batch_sizes); default: the largest"
+    )
+    qat: QATConfig = Field(
+        default_factory=QATConfig, description="fine-tuning for mode qat (fake quantization) and codebook (centroids)"
+    )
     references: list[Reference] = Field(  # type: ignore[valid-type]
         default_factory=lambda: list(REFERENCES),
         description="fp32 runtimes timed next to fp32 eager for honest speedups",
@@ -68,10 +83,16 @@ class QuantizeStage(StageConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> QuantizeStage:
-        if self.bits == 4 and self.mode != "weight-only":
-            raise ValueError(
-                f"bits: 4 needs mode: weight-only (mode is {self.mode!r}); int8 is the only activation-quantized width"
-            )
+        allowed = {"weight-only": (4, 8), "codebook": tuple(range(2, 9))}.get(self.mode, (8,))
+        if self.bits not in allowed:
+            raise ValueError(f"bits: {self.bits} does not fit mode {self.mode!r}; allowed: "
+                             f"{', '.join(map(str, allowed))} (int8 is the only activation-quantized width)")
+        if self.layer_bits is not None:
+            if self.mode != "codebook":
+                raise ValueError(f"layer_bits needs mode: codebook (mode is {self.mode!r})")
+            bad = {k: v for k, v in self.layer_bits.items() if not 2 <= v <= 8}
+            if bad:
+                raise ValueError(f"layer_bits: code widths must lie in 2..8 (got {bad})")
         if self.mixed_precision and self.mode != "static":
             raise ValueError(f"mixed_precision needs mode: static (mode is {self.mode!r})")
         if self.backend != "auto":

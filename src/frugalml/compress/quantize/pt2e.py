@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from frugalml.artifact import Trust, load_tensors
+from frugalml.artifact import Trust
 from frugalml.compress.quantize._observers import activation_observer
 from frugalml.compress.quantize._pt2e_state import graph_state, restore
 from frugalml.compress.quantize._runtime import (
@@ -35,11 +35,14 @@ from frugalml.compress.quantize.base import (
     QuantizeContext,
     QuantizedModel,
     SafeTensors,
-    example_batch,
     float_skeleton,
+    read_tensors,
     saved_settings,
 )
+from frugalml.compress.quantize.embedding import has_embeddings, quantize_embeddings
+from frugalml.compress.quantize.interop import auto_dims, example_input
 from frugalml.compress.quantize.registry import Backend, register_backend
+from frugalml.data.features import Features, as_args
 from frugalml.errors import UnsupportedError
 from frugalml.measure.env import has_int8_dot
 
@@ -99,21 +102,24 @@ def _qconfig(settings: dict) -> Any:
 def _quantizer(settings: dict) -> Any:
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
-    quantizer = X86InductorQuantizer().set_global(_qconfig(settings))
+    quantizer = X86InductorQuantizer()
+    if settings.get("linear_only"):  # transformers: Linear layers only (see Pt2eBackend.quantize)
+        quantizer.set_module_type_qconfig(nn.Linear, _qconfig(settings))
+    else:
+        quantizer.set_global(_qconfig(settings))
     for name in settings.get("float_layers", []):
         quantizer.set_module_name_qconfig(name, None)
     return quantizer
 
 
-def capture(model: nn.Module, example: torch.Tensor, train: bool = False) -> torch.fx.GraphModule:
+def capture(model: nn.Module, example: Any, train: bool = False) -> torch.fx.GraphModule:
     """torch.export with a dynamic batch dimension (any batch size runs the same graph). Exports a
-    copy: the exported module shares parameters with its source, and QAT trains them in place."""
+    copy: the exported module shares parameters with its source, and QAT trains them in place. Named
+    inputs (Features) become positional graph inputs in their names' order."""
     model = copy.deepcopy(model).train(train)
     try:
         with quiet():
-            return torch.export.export(
-                model, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},)
-            ).module()
+            return torch.export.export(model, as_args(example), dynamic_shapes=auto_dims(example)).module()
     except Exception as e:  # export raises many internal types; the user needs one line
         raise UnsupportedError(
             f"backend pt2e: torch.export cannot capture {type(model).__name__} ({first_line(e)}); "
@@ -121,7 +127,7 @@ def capture(model: nn.Module, example: torch.Tensor, train: bool = False) -> tor
         ) from None
 
 
-def _refusal(model: nn.Module, settings: dict, example: torch.Tensor, e: Exception) -> UnsupportedError:
+def _refusal(model: nn.Module, settings: dict, example: Any, e: Exception) -> UnsupportedError:
     """pt2e's quantizer fails with graph-partition messages; the usual cause is a module applied
     more than once (its one conv then has several output nodes): name it when that is the case."""
     what = f"backend pt2e cannot {settings['mode']}-quantize {type(model).__name__}"
@@ -135,13 +141,16 @@ def _refusal(model: nn.Module, settings: dict, example: torch.Tensor, e: Excepti
     return UnsupportedError(f"{what} ({first_line(e)}); use backend torch or onnxruntime")
 
 
-def prepare(model: nn.Module, settings: dict, example: torch.Tensor) -> torch.fx.GraphModule:
+def prepare(model: nn.Module, settings: dict, example: Any) -> torch.fx.GraphModule:
     """Exported copy of `model` with observers (PTQ) or fake quantizers (QAT, trainable) inserted."""
     import_torchao()
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
 
     qat = settings["mode"] == "qat"
+    if settings.get("embeddings") == "int8":  # the x86 quantizer has no embedding pattern: int8 tables first
+        model = copy.deepcopy(model)
+        quantize_embeddings(model, weights=True)
     gm = capture(model, example, train=qat)
     try:
         with quiet():
@@ -180,10 +189,10 @@ class Pt2eModel(QuantizedModel):
         self.compiled = True  # False: run the reference q/dq graph (exact numerics, float speed)
         self._runner = CompiledRunner(graph_module)
 
-    def run(self, x: torch.Tensor) -> torch.Tensor:
+    def run(self, x: Any) -> torch.Tensor:
         if not self.compiled:
             with torch.no_grad():
-                return self.graph_module(x)
+                return self.graph_module(*as_args(x))
         return self._runner(x)
 
     def artifact(self) -> tuple[dict[str, SafeTensors], dict[str, Any]]:
@@ -194,7 +203,7 @@ class Pt2eModel(QuantizedModel):
     def exportable(self) -> nn.Module:
         return self.graph_module
 
-    def to_onnx(self, x: torch.Tensor) -> bytes:
+    def to_onnx(self, x: Any) -> bytes:
         from frugalml.compress.quantize.interop import unsigned_int8_weights
 
         blob = super().to_onnx(x)
@@ -225,13 +234,23 @@ class Pt2eBackend(Backend):
             batches = [ctx.example()]  # weight observers run in the forward pass; activations per batch
         else:
             batches = ctx.batches()
+        if has_embeddings(model):
+            settings = {**settings, "embeddings": "int8"}
+        if isinstance(batches[0], Features):
+            # named (text) inputs: only the Linear layers; a transformer's attention matmuls, scaling and
+            # mask additions stay float (calibrating ranges across the mask's huge negative bias wipes the
+            # signal out), as in the onnxruntime backend
+            settings = {**settings, "linear_only": True}
         prepared = prepare(model, settings, batches[0])
         with torch.no_grad():
             for x in batches:
-                prepared(x)
-        return Pt2eModel(convert(prepared), model, settings)
+                prepared(*as_args(x))
+        q = Pt2eModel(convert(prepared), model, settings)
+        if settings.get("embeddings"):
+            q.frugal_report["embeddings"] = "int8, one scale per row (counted in the size)"
+        return q
 
-    def qat_prepare(self, model: nn.Module, settings: dict, example: torch.Tensor) -> nn.Module:
+    def qat_prepare(self, model: nn.Module, settings: dict, example: Any) -> nn.Module:
         return prepare(model, settings, example)
 
     def qat_freeze(self, prepared: nn.Module) -> None:
@@ -244,14 +263,14 @@ class Pt2eBackend(Backend):
 
     def load(self, directory: Path, info: dict, trust_code: Trust = False) -> Pt2eModel:
         settings = saved_settings(info, directory)
-        saved = load_tensors(Path(directory) / TENSORS)
+        saved = read_tensors(directory, TENSORS)
         float_model = float_skeleton(info, directory, trust_code)
-        example = example_batch(info["spec"])
+        example = example_input(float_model, info["spec"])
         # every value is overwritten below, so the observer kind does not matter: min/max is the cheapest
         rebuild = {**settings, "observer": "minmax"} if settings["mode"] == "static" else settings
         prepared = prepare(float_model, rebuild, example)
         with torch.no_grad():
-            prepared(example)  # observers need one batch before convert
+            prepared(*as_args(example))  # observers need one batch before convert
         model = Pt2eModel(convert(prepared), float_model, settings)
         restore(model.graph_module, saved, info.get("activation_qparams", {}), directory)
         return model

@@ -46,6 +46,10 @@ def run_qat(backend: Backend, model: nn.Module, settings: dict, ctx: QuantizeCon
     prepared = backend.qat_prepare(model, settings, ctx.example())
     tcfg = ctx.train
     callbacks = [FreezeQuantizers(backend, tcfg.epochs - 1)] if tcfg.epochs > 1 else []
+    if getattr(model, "frugal_sparse", False):  # the prepared graph does not carry the mark: keep the zeros
+        from frugalml.train import KeepZeros
+
+        callbacks.append(KeepZeros())
     # one checkpoint folder per backend: `auto` may fall back to another one after a failure
     checkpoints = ctx.workdir / f"qat-{backend.name}" if ctx.workdir is not None else None
     ctx.log.info("QAT (%s): %d epoch(s) at lr %g", backend.name, tcfg.epochs, tcfg.lr)

@@ -25,7 +25,7 @@ from frugalml.compress.quantize.base import QuantizeContext, QuantizedModel
 from frugalml.errors import ConfigError, UnsupportedError
 
 # module names under frugalml.compress.quantize; the order is `auto`'s order
-BACKEND_MODULES = ("pt2e", "torch_ao", "onnxrt", "weight_only", "cast")
+BACKEND_MODULES = ("pt2e", "torch_ao", "onnxrt", "weight_only", "cast", "codebook")
 
 
 class Backend:
@@ -98,6 +98,7 @@ MODES: dict[str, Mode] = {
     "weight-only": Mode(_post_training),
     "fp16": Mode(_post_training),
     "bf16": Mode(_post_training),
+    "codebook": Mode(_post_training),  # k-means weight sharing; `qat:` fine-tunes the centroids
 }
 
 _BACKENDS: dict[tuple[str, str], Backend] = {}  # (mode, name), in registration order

@@ -50,12 +50,18 @@ def eval_split(data: Any) -> tuple[str, torch.Tensor, torch.Tensor]:
 
 
 def accuracy(predict: Predict, data: Any, limit: int | None = None) -> float:
+    """The data's quality metric on val (test without val): top-1 accuracy for classification, the
+    task's metric otherwise (embedding: mean cosine to the reference; frugalml.measure.task)."""
     from frugalml.measure.accuracy import evaluate_accuracy
+    from frugalml.measure.task import task_of
 
     _, x, y = eval_split(data)
     if limit is not None:
         x, y = x[:limit], y[:limit]
+    task = task_of(data)
     with torch.no_grad():
+        if task.name != "classification":
+            return float(task.evaluate(predict, x, y, data.num_classes)["quality"])
         acc, _ = evaluate_accuracy(predict, x, y, data.num_classes)
     return float(acc)
 
@@ -127,27 +133,40 @@ def slow_references(refs: dict[str, dict]) -> dict[str, str]:
 def speedups(
     chosen: dict[str, dict], references: dict[str, dict[str, dict]], notes: dict[str, str] | None = None
 ) -> dict:
-    """Speedups of the chosen model vs fp32 eager and vs the fastest fp32 runtime (at the largest
-    batch size; a noted reference never counts), per batch size, from medians."""
-    key = largest(chosen)
+    """Speedups of the chosen model vs fp32 eager and vs the fastest fp32 runtime *at each batch size*
+    (a noted reference never counts: the best at batch 1 is often another runtime than at batch 64),
+    from medians. `best_fp32_runtime` names the best per batch size."""
     usable = [r for r in references if r == "fp32-eager" or r not in (notes or {})]
-    best = min(usable, key=lambda r: references[r][key]["median"])
+    best: dict[str, str] = {}
+    for b in chosen:
+        timed = [r for r in usable if b in references[r]]
+        if timed:
+            best[b] = min(timed, key=lambda r: references[r][b]["median"])
 
-    def ratio(ref: str) -> dict[str, float]:
-        return {b: references[ref][b]["median"] / chosen[b]["median"] for b in chosen if b in references[ref]}
+    def ratio(ref_of: Callable[[str], str | None]) -> dict[str, float]:
+        out = {}
+        for b in chosen:
+            ref = ref_of(b)
+            if ref is not None and b in references.get(ref, {}):
+                out[b] = references[ref][b]["median"] / chosen[b]["median"]
+        return out
 
-    return {"vs_fp32_eager": ratio("fp32-eager"), "vs_best_fp32": ratio(best), "best_fp32_runtime": best}
+    return {"vs_fp32_eager": ratio(lambda b: "fp32-eager"), "vs_best_fp32": ratio(best.get),
+            "best_fp32_runtime": best}
 
 
-def pick(candidates: list[dict], float_accuracy: float, tolerance: float, log: logging.Logger) -> int:
-    """Index of the fastest candidate (largest batch size, median) within `tolerance` accuracy
-    points of the float model; the most accurate one if none is."""
+def pick(candidates: list[dict], float_accuracy: float, tolerance: float, log: logging.Logger,
+         batch: int | None = None) -> int:
+    """Index of the fastest candidate (median at `batch`, default the largest measured batch size)
+    within `tolerance` accuracy points of the float model; the most accurate one if none is."""
     ok = [i for i, c in enumerate(candidates) if "error" not in c]
     within = [i for i in ok if (float_accuracy - candidates[i]["accuracy"]) * 100 <= tolerance + 1e-9]
     if within:
-        return min(
-            within, key=lambda i: candidates[i]["latency_ms"][largest(candidates[i]["latency_ms"])]["median"]
-        )
+        def median(i: int) -> float:
+            lat = candidates[i]["latency_ms"]
+            return lat[f"b{batch}" if batch and f"b{batch}" in lat else largest(lat)]["median"]
+
+        return min(within, key=median)
     best = max(ok, key=lambda i: candidates[i]["accuracy"])
     log.warning(
         "no quantization backend stays within tolerance %.2f points of float accuracy %.4f; keeping the most "

@@ -28,6 +28,8 @@ def settings_of(cfg: QuantizeStage, backend: str, float_layers: list[str] | None
         )
     if cfg.mode == "weight-only":
         settings.update(bits=cfg.bits, group_size=cfg.group_size)
+    if cfg.mode == "codebook":
+        settings.update(bits=cfg.bits, layer_bits=cfg.layer_bits, fold_batchnorm=cfg.fold_batchnorm)
     if float_layers:
         settings["float_layers"] = list(float_layers)
     return settings
@@ -45,7 +47,7 @@ def context(
     """The QuantizeContext for `cfg`: QAT's TrainConfig is merged (and validated) here, before any work."""
     tcfg = (
         qat_train_config(train, cfg.qat, f"stages.{cfg.name or cfg.kind}.qat.overrides")
-        if cfg.mode == "qat"
+        if cfg.mode in ("qat", "codebook")
         else None
     )
     return QuantizeContext(
@@ -181,7 +183,7 @@ def quantize(
     if data is None:
         index = next(i for i, q in enumerate(built) if q is not None)
     else:
-        index = select.pick(candidates, float_accuracy, cfg.tolerance, ctx.log)
+        index = select.pick(candidates, float_accuracy, cfg.tolerance, ctx.log, cfg.batch)
     candidates[index]["chosen"] = True
     chosen = built[index]
     assert chosen is not None
@@ -233,5 +235,7 @@ def quantize_stage(model: nn.Module, cfg: QuantizeStage, ctx: StageContext) -> n
         resume=ctx.resume,
     )
     ctx.extra_metrics.update(q.frugal_report)
+    if q.spec_changes:
+        ctx.model_spec = {**ctx.model_spec, **q.spec_changes}
     ctx.artifact_meta.update(format=q.format, runtime=q.frugal_runtime)
     return q

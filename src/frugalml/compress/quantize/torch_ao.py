@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from frugalml.artifact import Trust, load_tensors
+from frugalml.artifact import Trust
 from frugalml.compress.quantize._ao_state import decode_state, encode_state
 from frugalml.compress.quantize._observers import activation_observer
 from frugalml.compress.quantize._runtime import first_line, quiet
@@ -26,11 +26,14 @@ from frugalml.compress.quantize.base import (
     QuantizeContext,
     QuantizedModel,
     SafeTensors,
-    example_batch,
     float_skeleton,
+    read_tensors,
     saved_settings,
 )
+from frugalml.compress.quantize.embedding import embedding_note, has_embeddings, quantize_embeddings
+from frugalml.compress.quantize.interop import example_input
 from frugalml.compress.quantize.registry import Backend, register_backend
+from frugalml.data.features import as_args
 from frugalml.errors import UnsupportedError
 from frugalml.measure.env import has_int8_dot
 
@@ -110,20 +113,7 @@ def _backend_config(settings: dict) -> Any:
     )
 
 
-def _backend_config(settings: dict) -> Any:
-    from torch.ao.quantization.backend_config import BackendConfig
-    from torch.ao.quantization.backend_config.x86 import get_x86_backend_config
-
-    base = get_x86_backend_config()
-    if settings.get("fuse", True):
-        return base
-    # without the fusion patterns, conv, batchnorm and relu are quantized as separate ops
-    return BackendConfig("x86-unfused").set_backend_pattern_configs(
-        [c for c in base.configs if c.fuser_method is None and not isinstance(c.pattern, tuple)]
-    )
-
-
-def prepare(model: nn.Module, settings: dict, example: torch.Tensor) -> torch.fx.GraphModule:
+def prepare(model: nn.Module, settings: dict, example: Any) -> torch.fx.GraphModule:
     """FX graph with observers (static) or fake quantizers (QAT, trainable) of a copy of `model`."""
     from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 
@@ -133,7 +123,7 @@ def prepare(model: nn.Module, settings: dict, example: torch.Tensor) -> torch.fx
     try:
         with quiet():
             fn = prepare_qat_fx if qat else prepare_fx
-            return fn(model, _qconfig_mapping(settings), (example,), backend_config=_backend_config(settings))
+            return fn(model, _qconfig_mapping(settings), as_args(example), backend_config=_backend_config(settings))
     except (torch.fx.proxy.TraceError, TypeError, AssertionError, RuntimeError, NotImplementedError) as e:
         raise UnsupportedError(
             f"backend torch: torch.fx cannot trace {type(model).__name__} ({first_line(e)}); "
@@ -154,8 +144,11 @@ def _dynamic(model: nn.Module, settings: dict) -> nn.Module:
     torch.backends.quantized.engine = "x86"
     linear = per_channel_dynamic_qconfig if settings.get("per_channel", True) else default_dynamic_qconfig
     spec = {nn.Linear: linear, nn.LSTM: default_dynamic_qconfig, nn.GRU: default_dynamic_qconfig}
+    model = copy.deepcopy(model).eval()
+    if settings.get("embeddings") == "int8":
+        quantize_embeddings(model)  # per-row int8 tables (torch.ao's own quantized Embedding does not save)
     with quiet():
-        return quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 class TorchAoModel(QuantizedModel):
@@ -166,10 +159,10 @@ class TorchAoModel(QuantizedModel):
         super().__init__(f"torch-ao-{kind}", cost_model, settings)
         self.module = module
 
-    def run(self, x: torch.Tensor) -> torch.Tensor:
+    def run(self, x: Any) -> torch.Tensor:
         torch.backends.quantized.engine = "x86"
         with torch.no_grad():
-            return self.module(x)
+            return self.module(*as_args(x))
 
     def artifact(self) -> tuple[dict[str, SafeTensors], dict[str, Any]]:
         tensors, layout = encode_state(self.module)
@@ -196,15 +189,21 @@ class TorchAoBackend(Backend):
                     f"dynamic quantization covers Linear/LSTM/GRU layers and {type(model).__name__} has none; "
                     "use mode: static"
                 )
-            return TorchAoModel(_dynamic(model, settings), model, settings)
+            if has_embeddings(model):
+                settings = {**settings, "embeddings": "int8"}
+            q = TorchAoModel(_dynamic(model, settings), model, settings)
+            note = embedding_note(q.module)
+            if note:
+                q.frugal_report["embeddings"] = note
+            return q
         batches = ctx.batches()
         prepared = prepare(model, settings, batches[0])
         with torch.no_grad():
             for x in batches:
-                prepared(x)
+                prepared(*as_args(x))
         return TorchAoModel(convert(prepared, settings), model, settings)
 
-    def qat_prepare(self, model: nn.Module, settings: dict, example: torch.Tensor) -> nn.Module:
+    def qat_prepare(self, model: nn.Module, settings: dict, example: Any) -> nn.Module:
         return prepare(model, settings, example)
 
     def qat_freeze(self, prepared: nn.Module) -> None:
@@ -219,15 +218,15 @@ class TorchAoBackend(Backend):
 
     def load(self, directory: Path, info: dict, trust_code: Trust = False) -> TorchAoModel:
         settings = saved_settings(info, directory)
-        tensors = load_tensors(Path(directory) / TENSORS)
+        tensors = read_tensors(directory, TENSORS)
         float_model = float_skeleton(info, directory, trust_code)
         if settings["mode"] == "dynamic":
             module = _dynamic(float_model, settings)
         else:
-            example = example_batch(info["spec"])
+            example = example_input(float_model, info["spec"])
             prepared = prepare(float_model, settings, example)
             with torch.no_grad():
-                prepared.eval()(example)  # observers need one batch before convert; values are overwritten
+                prepared.eval()(*as_args(example))  # observers need one batch before convert; values are overwritten
             module = convert(prepared, settings)
         decode_state(module, tensors, info.get("state_layout", {"state": {}, "rnn": {}}), directory)
         return TorchAoModel(module, float_model, settings)

@@ -1,0 +1,131 @@
+"""Training toward targets that are not class labels: the data's task objective (`measure.task`:
+1 - cosine for embeddings, MSE for regression) instead of cross-entropy, through the one Trainer.
+
+Distilling an embedding model is this with the teacher's outputs as targets: they are computed once
+(the teacher is frozen and text batches are not augmented), so each step costs one student forward
+and backward. When the teacher is the run's reference model, the data's targets already are its
+outputs and nothing is recomputed.
+
+    student = train_on_targets(student, teacher, data, TrainConfig(epochs=3, optimizer="adamw", lr=5e-5))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from frugalml.data.features import Features
+from frugalml.measure.task import Task, outputs, task_of
+from frugalml.train import Trainer, TrainResult
+from frugalml.train.evaluate import eval_mode
+
+VAL_LIMIT = 1024  # rows of val scored after each epoch
+BUCKET = 50  # batches per window in which rows are grouped by length
+
+
+def _trim(x: Any, y: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    return x.trimmed(), y
+
+
+class TaskTrainer(Trainer):
+    """The one Trainer with the data's task loss. The loop's own val accuracy means nothing for these
+    targets, so it runs on a view without a val split, and each epoch's history row gets
+    `val_<metric>` (e.g. val_cosine) from the real one instead."""
+
+    def __init__(self, model: nn.Module, data: Any, cfg: Any, **kwargs: Any) -> None:
+        self.task: Task = task_of(data)
+        self.full_data = data
+        view = dataclasses.replace(data, x_val=data.x_val[:0], y_val=data.y_val[:0])
+        # token batches of similar lengths, cut to their longest row: the same loss, a fraction of the work
+        self.lengths = data.x_train.lengths() if isinstance(data.x_train, Features) else None
+        if self.lengths is not None:
+            kwargs["batch_transforms"] = [_trim, *kwargs.get("batch_transforms", ())]
+        super().__init__(model, view, cfg, **kwargs)
+
+    def epoch_indices(self) -> torch.Tensor:
+        """The shuffled order, then rows of similar length grouped into batches (within windows of
+        BUCKET batches) and the whole batches shuffled again; the last, partial batch stays last."""
+        perm = super().epoch_indices()
+        if self.lengths is None:
+            return perm
+        bs = self.cfg.batch_size
+        window = bs * BUCKET
+        parts = [p[torch.argsort(self.lengths[p], stable=True)] for p in perm.split(window)]
+        ordered = torch.cat(parts)
+        full = len(ordered) // bs * bs
+        batches = list(ordered[:full].split(bs))
+        shuffled = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
+        return torch.cat([*shuffled, ordered[full:]]) if shuffled else ordered
+
+    def _loss(self, x: Any, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        loss = self.task.loss(logits, y)
+        for term in self.loss_terms:
+            loss = loss + term(self.model, x, y, logits)
+        return loss
+
+    def val_quality(self) -> float | None:
+        data = self.full_data
+        if not len(data.y_val):
+            return None
+        with eval_mode(self.model):
+            q = self.task.evaluate(self.model, data.x_val[:VAL_LIMIT], data.y_val[:VAL_LIMIT], data.num_classes)
+        return q["quality"]
+
+    def _end_epoch(self, train: dict, t0: float) -> None:
+        quality = self.val_quality()
+        super()._end_epoch(train, t0)
+        self.history[-1][f"val_{self.task.metric}"] = quality
+        self.log.info("epoch %d: val %s %s", self.epoch, self.task.metric, "n/a" if quality is None else f"{quality:.4f}")
+
+
+def with_teacher_targets(data: Any, teacher: nn.Module | None) -> Any:
+    """A view of `data` whose train targets are `teacher`'s outputs (None: the data's own targets)."""
+    if teacher is None:
+        return data
+    with eval_mode(teacher), torch.no_grad():
+        y = outputs(teacher, data.x_train, batch_size=64, trim=True)
+    return dataclasses.replace(data, y_train=y)
+
+
+def train_on_targets(
+    model: nn.Module,
+    teacher: nn.Module | None,
+    data: Any,
+    cfg: Any,
+    *,
+    callbacks: Any = (),
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    log: logging.Logger | None = None,
+    progress: bool = False,
+) -> tuple[nn.Module, dict]:
+    """Train `model` in place toward `teacher`'s outputs (or the data's targets) with the task loss;
+    returns (model, metrics {val quality before/after, epochs, history})."""
+    log = log or logging.getLogger("frugalml")
+    view = with_teacher_targets(data, teacher)
+    trainer = TaskTrainer(model, view, cfg, callbacks=callbacks, checkpoint_dir=checkpoint_dir, log=log,
+                          progress=progress)
+    before = trainer.val_quality()
+    t0 = time.perf_counter()
+    result: TrainResult = trainer.fit(resume=resume and checkpoint_dir is not None)
+    metric = trainer.task.metric
+    return trainer.model, {
+        "objective": {"embedding": "1 - cosine", "regression": "mse"}.get(trainer.task.name, "cross-entropy"),
+        "targets": "teacher outputs" if teacher is not None else (getattr(data, "reference", None) or "data"),
+        f"val_{metric}_before": before,
+        f"val_{metric}_after": trainer.val_quality(),
+        "epochs": result.epochs_run,
+        "seconds_this_session": round(time.perf_counter() - t0, 2),
+        "history": result.history,
+    }
+
+
+def even_layers(total: int, keep: int) -> list[int]:
+    """`keep` of `total` layers, evenly spaced from the first (6 -> 3: 0, 2, 4), as DistilBERT does."""
+    return sorted({min(total - 1, round(i * total / keep)) for i in range(keep)})

@@ -1,0 +1,84 @@
+"""Structured pruning of attention heads and FFN neurons, layer dropping, and the whole chain as a
+recipe on a tiny BERT and a text file."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import torch
+import torch.nn.functional as F
+
+from frugalml import artifact
+from frugalml.compress.prune import StructuredPrune, prune_with_metrics
+
+
+def test_head_and_ffn_pruning_keeps_the_model_runnable_and_heads_consistent(encoder, bound, tmp_path):
+    pruned, metrics = prune_with_metrics(encoder, StructuredPrune(ratio=0.25), bound)
+    assert pruned.heads() == [3, 3]  # 4 heads -> 3 in each layer
+    for layer in pruned.backbone.encoder.layer:
+        att = layer.attention.self
+        assert att.query.out_features == att.key.out_features == att.value.out_features == att.all_head_size
+        assert att.all_head_size == att.num_attention_heads * att.attention_head_size == 24
+        assert layer.attention.output.dense.in_features == 24
+        assert layer.intermediate.dense.out_features == 48 == layer.output.dense.in_features  # FFN 64 -> 48
+        assert layer.output.dense.out_features == 32  # the residual width is kept
+    x = bound.x_test[:5]
+    with torch.no_grad():
+        out = pruned(x)
+    assert out.shape == (5, 32) and metrics["mac_reduction"] > 1.1
+    artifact.save(pruned, tmp_path / "p", encoder.frugal_spec)
+    loaded = artifact.load(tmp_path / "p", trust_code=True)
+    assert loaded.heads() == [3, 3]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), out)
+
+
+def test_recipe_chain_reports_cosine_and_recall(bert_dir, corpus, tmp_path):
+    from frugalml.pipeline import run_recipe
+    from frugalml.recipe import Recipe
+
+    recipe = Recipe.model_validate({
+        "name": "tiny-bert",
+        "data": {"name": f"text:{corpus}", "tokenizer": f"hf:{bert_dir}", "max_length": 16},
+        "model": f"hf:{bert_dir}",
+        "train": {"epochs": 1, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.0},
+        "measure": {"batch_sizes": [4], "warmup_iters": 1, "warmup_seconds": 0, "iters": 2, "min_seconds": 0,
+                    "threads": 1, "references": ["onnxruntime"], "roofline": False},
+        "stages": [
+            {"kind": "train", "name": "teacher", "epochs": 0},
+            {"kind": "quantize", "name": "int8", "mode": "dynamic", "backend": "onnxruntime", "references": []},
+            {"kind": "prune", "name": "pruned", "parent": "teacher", "method": "structured", "ratio": 0.25,
+             "finetune": {"epochs": 1, "distill": 1.0}},
+            {"kind": "distill", "name": "student", "parent": "teacher", "teacher": "teacher", "layers": 1},
+            {"kind": "quantize", "name": "student-int8", "mode": "dynamic", "backend": "onnxruntime",
+             "references": []},
+        ],
+    })
+    results = run_recipe(recipe, tmp_path / "run", trust_code=True)
+    by = {s["name"]: s["metrics"] for s in results["stages"]}
+    assert results["data"]["task"] == "embedding" and results["data"]["num_classes"] == 32
+    assert by["teacher"]["quality_metric"] == "cosine" and by["teacher"]["cosine"] > 0.999
+    assert by["teacher"]["recall_at_10"] == 1.0 and by["teacher"]["accuracy"] is None
+    # embeddings included; the int8 weights are < 1/3.5 of the float ones, the graph adds ~45 kB on this tiny model
+    assert by["int8"]["cosine"] > 0.95 and by["int8"]["size_bytes"] < by["teacher"]["size_bytes"] / 2.5
+    assert by["pruned"]["pruning"]["steps"][0]["finetune"]["objective"] == "1 - cosine"
+    assert by["student"]["training"]["epochs"] == 1 and by["student"]["training"]["objective"] == "1 - cosine"
+    spec = json.loads((tmp_path / "run" / "stages" / "student" / "model.json").read_text())["spec"]
+    assert spec["kwargs"]["config"]["num_hidden_layers"] == 1
+    student = artifact.load(tmp_path / "run" / "stages" / "student", trust_code=True)
+    assert len(student.backbone.encoder.layer) == 1
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "cosine" in report
+
+
+def test_layer_dropping_initialises_from_the_teacher(encoder, bound):
+    from frugalml.compress.distill.targets import even_layers
+    from frugalml.hf.model import drop_layers
+
+    assert even_layers(6, 3) == [0, 2, 4] and even_layers(12, 6) == [0, 2, 4, 6, 8, 10]
+    student = drop_layers(copy.deepcopy(encoder), [1])
+    w = student.backbone.encoder.layer[0].attention.self.query.weight
+    assert torch.equal(w, encoder.backbone.encoder.layer[1].attention.self.query.weight)
+    with torch.no_grad():
+        assert F.cosine_similarity(student(bound.x_test[:4]), encoder(bound.x_test[:4])).shape == (4,)
