@@ -104,7 +104,7 @@ def summarize() -> int:
             good = fewer >= 20 and abs(drop) <= 1
             ok &= good
             print(f"\nPowerSGD rank 4 on the MLP: {fewer:.1f}× fewer bytes per step than no compression (target ≥ 20×), "
-                  f"test accuracy {100 * m4['accuracy']:.2f}% vs {100 * m0['accuracy']:.2f}% ({drop:+.2f} pts; "
+                  f"test accuracy {100 * m4['accuracy']:.2f}% vs {100 * m0['accuracy']:.2f}% (drop {drop:.2f} point; "
                   f"target within 1) after the same {f4['communication']['steps']} steps: {'PASS' if good else 'FAIL'}")
     return 0 if ok else 1
 
