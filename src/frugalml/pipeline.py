@@ -160,10 +160,25 @@ def _first_stage_references(model: nn.Module, ctx: StageContext) -> dict:
     return {"reference_latency_ms": refs, **({"reference_notes": notes} if notes else {})}
 
 
+def _trains(stage: StageConfig) -> bool:
+    """Does the stage train (so every process of a distributed run must take part)?"""
+    if stage.kind == "runtime":
+        return False
+    if stage.kind == "quantize":
+        qat = getattr(stage, "qat", None)
+        return stage.mode == "qat" or (stage.mode == "codebook" and qat is not None and qat.epochs > 0)
+    return True
+
+
 def run_stage(stage: StageConfig, model: nn.Module | None, spec: dict, ctx: StageContext,
               first: bool = False) -> tuple[nn.Module, dict, dict]:
     """Apply one stage to a copy of `model`; save its artifact; measure it (a stage that starts a
     chain also times its fp32 runtime references). Returns (model, spec, metrics)."""
+    if not distributed.is_main() and not _trains(stage):
+        # several processes: a stage that does not train (int8 conversion, a runtime choice) is built
+        # and timed by rank 0 alone -- timing on every rank at once would bias its choice -- and the
+        # others load its artifact afterwards
+        return model, ctx.model_spec, {}
     inside(ctx.stage_dir.parents[1], ctx.workdir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     distributed.drain_fit_stats()
@@ -291,9 +306,11 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False, for
                 "name": stage.name, "kind": stage.kind, "parent": parent,
                 "artifact": f"stages/{stage.name}", "config": stage.model_dump(mode="json"), "metrics": metrics,
             })
-            log.info("stage %s: %s %.4f, b64 %.3f ms", stage.name, metrics.get("quality_metric") or "accuracy",
-                     metrics.get("quality", metrics.get("accuracy")) or float("nan"),
-                     (metrics.get("latency_ms") or {}).get("b64", {}).get("median", float("nan")))
+            lat = metrics.get("latency_ms") or {}
+            big = max(lat, key=lambda b: int(b[1:]), default="b64")  # the largest batch measured
+            log.info("stage %s: %s %.4f, %s %.3f ms", stage.name, metrics.get("quality_metric") or "accuracy",
+                     metrics.get("quality", metrics.get("accuracy")) or float("nan"), big,
+                     lat.get(big, {}).get("median", float("nan")))
             if main:
                 atomic_write_json(run_dir / "results.json", results)
             if on_stage is not None:

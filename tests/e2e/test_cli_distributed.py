@@ -19,7 +19,9 @@ def _write(tmp_path: Path, raw: dict) -> Path:
 
 def test_run_with_two_processes_writes_the_run_and_its_communication(tmp_path, capsys):
     out = tmp_path / "run"
-    recipe = tiny_recipe(train={"epochs": 2, "batch_size": 32, "lr": 0.05, "distributed": {"comm_hook": "fp16"}})
+    recipe = tiny_recipe(train={"epochs": 2, "batch_size": 32, "lr": 0.05, "distributed": {"comm_hook": "fp16"}},
+                         stages=[{"kind": "train", "name": "baseline"},  # int8: built and timed by rank 0 alone
+                                 {"kind": "quantize", "name": "int8", "mode": "dynamic", "backend": "torch"}])
     assert main(["run", str(_write(tmp_path, recipe)), "--out", str(out), "--nproc", "2"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["env"]["processes"] == 2 and (out / "report.html").is_file()
@@ -30,6 +32,8 @@ def test_run_with_two_processes_writes_the_run_and_its_communication(tmp_path, c
     assert fit["communication"]["bytes_per_step"] == fit["uncompressed_grad_bytes"] // 2
     assert fit["communication"]["cross_check"] == "expected == measured"
     assert "report:" in capsys.readouterr().out
+    q = res["stages"][1]
+    assert q["name"] == "int8" and q["metrics"]["accuracy"] > 0.5 and "distributed" not in q["metrics"]
     # rank 0 wrote the checkpoint, with each process's random state for an exact resume
     with safe_open(str(out / "stages/baseline/work/checkpoint/optimizer.safetensors"), "pt") as f:
         assert {"rank0.rng.torch", "rank1.rng.torch"} <= set(f.keys())

@@ -74,3 +74,12 @@ def test_image_data_as_a_reference_regression_task():
     m = measure(model, data, cfg)
     assert m["quality_metric"] == "r2" and m["quality"] == pytest.approx(1.0) and m["mse"] == pytest.approx(0.0)
     assert m["accuracy"] is None and m["task"] == "regression"
+
+
+def test_trimming_cuts_only_trailing_columns_no_row_attends_to():
+    ids = torch.arange(12).reshape(2, 6)
+    right = Features({"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]])})
+    assert right.trimmed()["input_ids"].shape == (2, 3)
+    assert torch.equal(right.trimmed()["attention_mask"], torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    left = Features({"input_ids": ids, "attention_mask": torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1]])})
+    assert left.trimmed()["input_ids"].shape == (2, 6)  # left padding: every token kept

@@ -124,7 +124,7 @@ FOLDER_CASES = {f.__name__[1:]: f for f in (_folder_missing, _folder_empty, _fol
                                             _folder_text_as_jpg, _folder_split_mismatch, _folder_is_file)}
 
 
-def _run_on(tmp_path, cli, spec: str, needles: list[str], **data):
+def check_run_fails_cleanly(tmp_path, cli, spec: str, needles: list[str], **data):
     recipe = write_recipe(tmp_path / "r.yaml", tiny_recipe(data={"name": spec, **data}))
     before = snapshot(tmp_path)
     res = cli("run", recipe, "--out", tmp_path / "run")
@@ -135,22 +135,22 @@ def _run_on(tmp_path, cli, spec: str, needles: list[str], **data):
 @pytest.mark.parametrize("case", sorted(IDX_CASES))
 def test_bad_idx(case, tmp_path, cli):
     d, needles = IDX_CASES[case](tmp_path)
-    _run_on(tmp_path, cli, f"idx:{d}", needles)
+    check_run_fails_cleanly(tmp_path, cli, f"idx:{d}", needles)
 
 
 @pytest.mark.parametrize("case", sorted(FOLDER_CASES))
 def test_bad_image_folder(case, tmp_path, cli):
     d, needles = FOLDER_CASES[case](tmp_path)
-    _run_on(tmp_path, cli, f"folder:{d}", needles, image_size=8)
+    check_run_fails_cleanly(tmp_path, cli, f"folder:{d}", needles, image_size=8)
 
 
 def test_fashion_mnist_root_missing(tmp_path, cli):
-    _run_on(tmp_path, cli, "fashion-mnist", ["no-such-dir"], root=str(tmp_path / "no-such-dir"))
+    check_run_fails_cleanly(tmp_path, cli, "fashion-mnist", ["no-such-dir"], root=str(tmp_path / "no-such-dir"))
 
 
 def test_empty_test_split_is_an_error_not_a_null_accuracy(tmp_path, cli):
     d = make_image_folder(tmp_path / "imgs", classes=("cat", "dog"), per_class=1)  # 2 images: no test split
-    _run_on(tmp_path, cli, f"folder:{d}", ["empty test split"], image_size=8)
+    check_run_fails_cleanly(tmp_path, cli, f"folder:{d}", ["empty test split"], image_size=8)
 
 
 @pytest.mark.parametrize("command", ["measure", "export", "sensitivity"])

@@ -30,7 +30,7 @@ recipe_like = st.recursive(
 )
 
 
-def _loads_or_frugal_error(text: str) -> None:
+def check_loads_or_frugal_error(text: str) -> None:
     try:
         load_recipe_text(text, "fuzz.yaml")
     except FrugalError as e:
@@ -40,13 +40,13 @@ def _loads_or_frugal_error(text: str) -> None:
 @SETTINGS
 @given(st.text(max_size=300))
 def test_recipe_loader_on_any_text(text):
-    _loads_or_frugal_error(text)
+    check_loads_or_frugal_error(text)
 
 
 @SETTINGS
 @given(recipe_like)
 def test_recipe_loader_on_recipe_shaped_structures(raw):
-    _loads_or_frugal_error(yaml.safe_dump(raw))
+    check_loads_or_frugal_error(yaml.safe_dump(raw))
 
 
 @SETTINGS
@@ -54,7 +54,7 @@ def test_recipe_loader_on_recipe_shaped_structures(raw):
 def test_recipe_loader_with_one_section_replaced(key, value):
     raw = tiny_recipe()
     raw[key] = value
-    _loads_or_frugal_error(yaml.safe_dump(raw))
+    check_loads_or_frugal_error(yaml.safe_dump(raw))
 
 
 SCHEMAS = [ModelInfo, RunState, StageMetrics, Results, CheckpointState]

@@ -28,7 +28,7 @@ def no_measuring(monkeypatch):
     monkeypatch.setattr(frugalml.pipeline, "measure_stage", boom)
 
 
-def _case(tmp_path, art, cli, *args, needles):
+def check_case(tmp_path, art, cli, *args, needles):
     before = snapshot(tmp_path)
     assert_clean_error(cli(*args), *needles)
     assert snapshot(tmp_path) == before
@@ -36,24 +36,24 @@ def _case(tmp_path, art, cli, *args, needles):
 
 def test_measure_out_is_a_folder(tmp_path, art, cli, no_measuring):
     (tmp_path / "outdir").mkdir()
-    _case(tmp_path, art, cli, "measure", art, "--data", "synthetic", "--out", tmp_path / "outdir",
+    check_case(tmp_path, art, cli, "measure", art, "--data", "synthetic", "--out", tmp_path / "outdir",
           needles=["outdir", "is a folder"])
 
 
 def test_measure_out_under_a_file(tmp_path, art, cli, no_measuring):
     (tmp_path / "afile").write_text("x")
-    _case(tmp_path, art, cli, "measure", art, "--data", "synthetic", "--out", tmp_path / "afile" / "m.json",
+    check_case(tmp_path, art, cli, "measure", art, "--data", "synthetic", "--out", tmp_path / "afile" / "m.json",
           needles=["afile", "is a file"])
 
 
 def test_export_out_is_a_folder(tmp_path, art, cli):
     (tmp_path / "outdir").mkdir()
-    _case(tmp_path, art, cli, "export", art, "--format", "onnx", "--out", tmp_path / "outdir",
+    check_case(tmp_path, art, cli, "export", art, "--format", "onnx", "--out", tmp_path / "outdir",
           needles=["outdir", "is a folder"])
 
 
 def test_export_out_inside_the_artifact(tmp_path, art, cli):
-    _case(tmp_path, art, cli, "export", art, "--format", "onnx", "--out", art / "m.onnx",
+    check_case(tmp_path, art, cli, "export", art, "--format", "onnx", "--out", art / "m.onnx",
           needles=["inside the artifact directory"])
 
 
@@ -67,13 +67,13 @@ def test_export_unknown_format_is_an_argparse_error(tmp_path, art, capsys):
 
 def test_sensitivity_out_is_a_file(tmp_path, art, cli):
     (tmp_path / "afile").write_text("x")
-    _case(tmp_path, art, cli, "sensitivity", art, "--data", "synthetic", "--out", tmp_path / "afile",
+    check_case(tmp_path, art, cli, "sensitivity", art, "--data", "synthetic", "--out", tmp_path / "afile",
           needles=["afile", "is a file"])
 
 
 @pytest.mark.parametrize("ratios", ["a,b", "0.5,1.5", "0", ""])
 def test_sensitivity_bad_ratios(ratios, tmp_path, art, cli):
-    _case(tmp_path, art, cli, "sensitivity", art, "--data", "synthetic", "--ratios", ratios, needles=["--ratios"])
+    check_case(tmp_path, art, cli, "sensitivity", art, "--data", "synthetic", "--ratios", ratios, needles=["--ratios"])
 
 
 def test_full_disk_is_one_line(tmp_path, art, cli, monkeypatch):
@@ -112,12 +112,12 @@ def test_unwritable_run_location(tmp_path, cli):
 def test_report_on_bad_results(content, needles, tmp_path, cli):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.json").write_text(content)
-    _case(tmp_path, None, cli, "report", tmp_path / "run", needles=needles)
+    check_case(tmp_path, None, cli, "report", tmp_path / "run", needles=needles)
 
 
 def test_report_on_a_folder_that_is_not_a_run(tmp_path, cli):
     (tmp_path / "x").mkdir()
-    _case(tmp_path, None, cli, "report", tmp_path / "x", needles=["not a frugalml run directory"])
+    check_case(tmp_path, None, cli, "report", tmp_path / "x", needles=["not a frugalml run directory"])
 
 
 def test_report_of_a_good_run_still_works(tmp_path, cli):

@@ -11,6 +11,7 @@ load (the BatchNorm becomes an Identity, the conv gets a bias), via `frugalml.ar
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -24,19 +25,21 @@ NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 def conv_bn_pairs(model: nn.Module) -> dict[str, str]:
     """{batchnorm name: conv name} for every BatchNorm fed only by a convolution (empty if the model
-    cannot be traced: nothing is folded then)."""
+    cannot be traced: nothing is folded then). A conv or BatchNorm module called at more than one
+    place is left alone: folding it for one call would change the other."""
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception:  # noqa: BLE001 - fx raises many types for untraceable models
         return {}
     modules = dict(model.named_modules())
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
     pairs = {}
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules.get(node.target), NORMS):
             continue
         src = node.args[0] if node.args else None
         if (isinstance(src, torch.fx.Node) and src.op == "call_module" and isinstance(modules.get(src.target), CONVS)
-                and len(src.users) == 1):
+                and len(src.users) == 1 and calls[node.target] == 1 and calls[src.target] == 1):
             pairs[node.target] = src.target
     return pairs
 

@@ -191,8 +191,9 @@ def choose_runtime(model: nn.Module, cfg: RuntimeStage, ctx: StageContext) -> tu
             entry["accuracy"] = select.accuracy(candidate, data)
             entry["latency_ms"] = select.latency(candidate, data, mcfg)
         except (FrugalError, RuntimeError, ValueError, TypeError, AssertionError) as e:
-            entry["error"] = str(e) if isinstance(e, FrugalError) else first_line(e)
+            entry["error"] = str(e) if isinstance(e, FrugalError) else f"{type(e).__name__}: {first_line(e)}"
             log.info("runtime %s skipped: %s", name, entry["error"])
+            log.debug("runtime %s", name, exc_info=True)
             candidate = None
         entries.append(entry)
         built.append(candidate)

@@ -111,12 +111,13 @@ class Features(Mapping[str, torch.Tensor]):
         return None if mask is None or mask.dim() != 2 else mask.sum(dim=1)
 
     def trimmed(self) -> Features:
-        """The same rows without the padding columns no row attends to (right padding): for a model
-        that masks padding, the same outputs for less work."""
-        lengths = self.lengths()
-        if lengths is None or not len(self):
+        """The same rows without the trailing columns no row attends to (right padding): for a model
+        that masks padding, the same outputs for less work. Left-padded rows keep every column."""
+        mask = self._t.get("attention_mask")
+        if mask is None or mask.dim() != 2 or not len(self):
             return self
-        keep = max(int(lengths.max()), 1)
+        used = mask.bool().any(dim=0).nonzero()
+        keep = int(used.max()) + 1 if len(used) else 1
         return Features({n: t[:, :keep] if t.dim() >= 2 else t for n, t in self._t.items()})
 
     def repeat_rows(self, batch_size: int) -> Features:

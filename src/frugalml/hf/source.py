@@ -53,9 +53,10 @@ def resolve(name: str) -> Path:
         if found is None:
             raise ConfigError(f"model {name!r}: {path} has no config.json (a Hugging Face model folder)")
         return found
-    if arg.replace("_", "").replace(".", "").isalnum():
+    package = arg.replace("-", "_")
+    if package.replace("_", "").isalnum():  # a top-level name only: find_spec("a.b") would import `a`
         try:
-            spec = importlib.util.find_spec(arg.replace("-", "_"))
+            spec = importlib.util.find_spec(package)
         except (ImportError, ValueError):
             spec = None
         for location in (spec.submodule_search_locations or []) if spec else []:

@@ -28,6 +28,7 @@ def load_tokenizer(source: str) -> Any:
 def encode(tokenizer: Any, texts: list[str], max_length: int) -> Features:
     """`Features(input_ids, attention_mask)`, int64 (len(texts), max_length): truncated and padded."""
     ids, mask = [], []
+    tokenizer.padding_side = "right"  # padding at the end: Features.trimmed() cuts trailing columns
     for i in range(0, max(len(texts), 1), BATCH):
         enc = tokenizer(texts[i : i + BATCH] or [""], padding="max_length", truncation=True,
                         max_length=max_length, return_tensors="pt")

@@ -95,6 +95,18 @@ def check_search_dir(root: Path, resume: bool, force: bool, joining: bool) -> No
         raise ConfigError(f"{probe}: not writable, so the search cannot be written to {root}")
 
 
+def _check_task(view: Any) -> None:
+    """Reference-based tasks (embeddings of unlabelled text) take their targets from a run's first
+    stage; a trial's first stage is the base model, so base and trials would be judged against
+    different references. Refused until the search binds one reference for all of them."""
+    from frugalml.measure.task import needs_reference
+
+    if needs_reference(view):
+        raise ConfigError(f"frugal optimize: data task {view.task!r} is judged against a reference model's "
+                          "outputs, which the search does not share between the base and its trials yet; "
+                          "search on labelled data (task classification or regression)")
+
+
 def prepare_base(root: Path, recipe: Recipe, base: str, view: Any, trust_code: bool) -> tuple[Path, dict]:
     """Run the recipe's stages up to `base` once into `root/base` (measured on val); its artifact is
     what every trial loads. Workers sharing the folder wait for whichever prepares it."""
@@ -180,6 +192,7 @@ def optimize(source: str, *, data: str | None = None, root: str | None = None, o
     from frugalml.data import load_data
 
     view = selection_view(load_data(recipe.data))
+    _check_task(view)
     if force and (folder / MARKER).is_file():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)

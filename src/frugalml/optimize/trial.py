@@ -135,8 +135,9 @@ def run_trial(setup: Setup, number: int, chain: list[dict]) -> dict:
         log.info("trial %d failed: %s", number, e)
         outcome.update(state="failed", error=str(e))
     except (RuntimeError, ValueError, TypeError, AssertionError, NotImplementedError) as e:  # library errors
-        log.info("trial %d failed: %s", number, str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
-        log.debug("trial %d failure", number, exc_info=True)
+        # not one of our clear errors: possibly a bug, so the traceback goes to the log (and run.log)
+        log.warning("trial %d failed with %s: %s", number, type(e).__name__,
+                    str(e).strip().splitlines()[0] if str(e).strip() else repr(e), exc_info=True)
         outcome.update(state="failed", error=f"{type(e).__name__}: {str(e).strip()[:300]}")
     else:
         last = results["stages"][-1]["metrics"]

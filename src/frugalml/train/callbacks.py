@@ -27,3 +27,16 @@ class KeepZeros:
 
     def kept_zeros(self) -> int:
         return sum(int((~keep).sum()) for _, keep in self.masks)
+
+
+def require_labels(data: object, what: str) -> None:
+    """The Trainer's loss and val accuracy are classification's: refuse other tasks in one line
+    (embedding and regression data train through frugalml.compress.distill.targets instead)."""
+    task = getattr(data, "task", "classification")
+    if task != "classification":
+        from frugalml.errors import ConfigError
+
+        raise ConfigError(
+            f"{what}: trains with cross-entropy on class labels, and this data's task is {task!r}; "
+            "leave it out (or use a distill stage / prune finetune, which train on the task's objective)"
+        )

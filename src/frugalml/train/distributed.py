@@ -12,14 +12,18 @@ a `FullyShardedTraining` (frugalml.train.fsdp) that keeps the semantics of one p
   (shuffle=False, drop_last=False) over that order gives process r the positions r, r+N, ... — so
   global micro-batch j is exactly one process's batch j. Padding policy (DistributedSampler's): an
   epoch of n samples is padded to a multiple of N by repeating its first samples (at most N-1 per
-  epoch), nothing is dropped; with n divisible by N the batches are exactly those of one process.
+  epoch); with n divisible by N the batches are exactly those of one process. A last local
+  micro-batch of one sample is skipped, as in one process (BatchNorm cannot train on one sample):
+  with N processes that happens when the epoch's tail is N samples, which one process would keep.
 - Gradient accumulation skips synchronisation on non-final micro-steps (DDP `no_sync`, FSDP
   `set_requires_gradient_sync(False)`).
 - BatchNorm statistics are per process (each sees its share of the batch); rank 0's are broadcast
   before every evaluation and checkpoint, so the evaluated and saved model is rank 0's.
 - Evaluation is sharded the same way and its counts all-reduced; training loss/accuracy too.
 - Randomness: dropout and augmentation are seeded per process (seed + rank); each process's RNG
-  states are gathered into the checkpoint, so a resumed run continues exactly.
+  states are gathered into the checkpoint, so a resumed DDP run continues exactly on CPU (tested).
+  Not carried over a resume: CUDA RNG states, PowerSGD's error-feedback memory (restarts at zero),
+  and under local SGD the other processes' optimizer states (rank 0's is restored on all).
 - Rank 0 alone logs and writes checkpoints (FSDP: every process writes its shard through
   torch.distributed.checkpoint). On several machines the run folder must be on a shared filesystem.
 """

@@ -43,3 +43,16 @@ def epoch_bar(enabled: bool) -> Iterator[EpochBar]:
     )
     with Progress(*columns, console=console, transient=True) as progress:
         yield EpochBar(progress)
+
+
+def epoch_line(m: dict, epochs: int) -> str:
+    """One epoch's log line."""
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    return (
+        f"epoch {m['epoch']}/{epochs}  loss {m['train_loss']:.4f}  train_acc {fmt(m['train_accuracy'])}  "
+        f"val_acc {fmt(m['val_accuracy'])}  lr {m['lr']:.3g}  {m['seconds']:.1f}s"
+    )
+

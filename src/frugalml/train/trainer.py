@@ -13,12 +13,11 @@ distributed training plug into it through three extension points instead of copy
 Transforms and callbacks that have `state_dict()`/`load_state_dict()` are checkpointed with the run.
 Subclasses may override `forward(x)` (the model call: call `super().forward(x)`, which goes through
 the DDP wrapper), `epoch_order()` (the epoch's global sample order) and `samples_per_epoch`; the
-Trainer shards the order across processes (`epoch_indices()`).
-Distributed training (several processes started by torchrun, see train/distributed.py) runs through
-this same loop: `cfg.distributed` picks DDP (with a communication hook or local SGD) or FSDP.
+Trainer shards the order across processes (`epoch_indices()`): several processes (torchrun, see
+train/distributed.py) run this same loop, `cfg.distributed` picking DDP or FSDP.
 Epochs are counted from 1; `trainer.epoch` is the epoch in progress, `trainer.step` counts optimizer steps.
 `fit()` seeds the global torch/python/numpy RNGs with the run seed (+ rank; dropout draws from them)
-and checkpoints their states, so an interrupted run resumes bit-identically.
+and checkpoints their (CPU) states, so an interrupted run resumes bit-identically on CPU.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ from frugalml.train import distributed, trainer_state
 from frugalml.train.callbacks import KeepZeros
 from frugalml.train.config import TrainConfig
 from frugalml.train.optim import build_optimizer, build_scheduler
-from frugalml.train.progress import EpochBar, epoch_bar
+from frugalml.train.progress import EpochBar, epoch_bar, epoch_line
 
 LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 BatchTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -308,7 +307,7 @@ class Trainer:
         self.history.append(metrics)
         if self.checkpoint_dir is not None:
             trainer_state.save(self, write_best=improved and self._best_state is not None)
-        self._info("%s", _epoch_line(metrics, self.cfg.epochs))
+        self._info("%s", epoch_line(metrics, self.cfg.epochs))
 
     def _throughput_stats(self) -> dict:
         secs, n = self._throughput["train_seconds"], self._throughput["samples"]
@@ -342,12 +341,3 @@ def _hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
     mask = target >= 0  # -100 marks unlabelled samples (semi-supervised batches)
     return int(((logits.argmax(dim=1) == target) & mask).sum()), int(mask.sum())
 
-
-def _epoch_line(m: dict, epochs: int) -> str:
-    def fmt(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.4f}"
-
-    return (
-        f"epoch {m['epoch']}/{epochs}  loss {m['train_loss']:.4f}  train_acc {fmt(m['train_accuracy'])}  "
-        f"val_acc {fmt(m['val_accuracy'])}  lr {m['lr']:.3g}  {m['seconds']:.1f}s"
-    )

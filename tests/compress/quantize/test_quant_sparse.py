@@ -8,7 +8,12 @@ import torch
 
 from frugalml.compress.prune import UnstructuredPrune, prune
 from frugalml.compress.quantize import QuantizeStage, quantize, save_quantized
+from frugalml.measure import MeasureConfig
 from frugalml.train import TrainConfig
+
+# latency is not what these tests check: the shortest timing
+FAST = MeasureConfig(batch_sizes=[4], warmup_iters=1, warmup_seconds=0, iters=2, min_seconds=0, threads=1,
+                     references=[])
 
 
 def _size(d) -> int:
@@ -21,8 +26,8 @@ def test_quantizing_a_pruned_model_does_not_write_it_dense(mode, backend, mlp, d
     model, spec = mlp
     sparse = prune(model, UnstructuredPrune(ratio=0.9), data)
     cfg = QuantizeStage(mode=mode, backend=backend, references=[])
-    dense_q = quantize(model, cfg, data, spec=spec)
-    sparse_q = quantize(sparse, cfg, data, spec=spec)
+    dense_q = quantize(model, cfg, data, spec=spec, measure=FAST)
+    sparse_q = quantize(sparse, cfg, data, spec=spec, measure=FAST)
     save_quantized(dense_q, tmp_path / "dense", spec)
     save_quantized(sparse_q, tmp_path / "sparse", spec)
     assert _size(tmp_path / "sparse") < 0.55 * _size(tmp_path / "dense"), (mode, backend)
@@ -33,7 +38,7 @@ def test_qat_keeps_pruning_masks_and_counts_its_own_nonzeros(mlp, data):
     sparse = prune(model, UnstructuredPrune(ratio=0.8), data)
     nonzero = sum(int((p != 0).sum()) for p in sparse.parameters())
     q = quantize(sparse, QuantizeStage(mode="qat", backend="torch", qat={"epochs": 1, "lr": 0.05}, references=[]),
-                 data, spec=spec, train=TrainConfig(epochs=1, batch_size=64))
+                 data, spec=spec, train=TrainConfig(epochs=1, batch_size=64), measure=FAST)
     own = q.nonzero_params()
     assert own is not None and own <= nonzero  # nothing regrew (a few int8 weights may round to zero)
     assert own > 0.8 * nonzero
@@ -41,7 +46,7 @@ def test_qat_keeps_pruning_masks_and_counts_its_own_nonzeros(mlp, data):
 
 def test_nonzero_count_comes_from_the_quantized_weights_not_the_float_model(mlp, data):
     model, spec = mlp
-    q = quantize(model, QuantizeStage(mode="static", backend="torch", references=[]), data, spec=spec)
+    q = quantize(model, QuantizeStage(mode="static", backend="torch", references=[]), data, spec=spec, measure=FAST)
     with torch.no_grad():
         for m in q.module.modules():  # zero a quantized layer's weights behind the float model's back
             if hasattr(m, "weight") and callable(m.weight) and hasattr(m, "set_weight_bias"):

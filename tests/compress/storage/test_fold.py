@@ -51,3 +51,15 @@ def test_a_conv_feeding_more_than_a_batchnorm_is_not_folded():
             return self.bn(y) + y  # the conv's output is used twice: folding would change the sum
 
     assert conv_bn_pairs(Branch()) == {}
+
+
+def test_a_conv_and_batchnorm_applied_twice_are_not_folded():
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(self.bn(self.conv(x))))  # one module, two call sites
+
+    assert conv_bn_pairs(Twice()) == {}

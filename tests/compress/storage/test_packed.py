@@ -115,3 +115,22 @@ def read_streams(path):
     from frugalml.compress.storage.packed import _blob
 
     return load(_blob(path))
+
+
+def test_a_stale_twin_is_never_read_instead_of_the_weights(tmp_path):
+    """A save removes an earlier save's file of the other kind (plain vs .zst), and a folder holding
+    both (an interrupted save) is an error, not a silent load of old weights."""
+    from frugalml.compress.storage.packed import ZST, read_packed, write_packed
+
+    path = tmp_path / WEIGHTS_FILE
+    zpath = tmp_path / (WEIGHTS_FILE + ZST)
+    weights = {"w": torch.zeros(64, 64)}
+    for stale in (path, zpath):
+        stale.write_bytes(b"an earlier save")
+        written = write_packed(path, weights)
+        assert [f.name for f in tmp_path.iterdir()] == [written.name]
+        assert torch.equal(read_packed(path)["w"], weights["w"])
+    other = zpath if written == path else path
+    other.write_bytes(b"left over")
+    with pytest.raises(ArtifactError, match="both .* exist"):
+        read_packed(path)

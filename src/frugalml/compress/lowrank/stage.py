@@ -34,7 +34,7 @@ from frugalml.compress.lowrank.layers import (
 from frugalml.data.bundle import DataBundle
 from frugalml.errors import ConfigError
 from frugalml.stages import StageConfig, StageContext, register_stage
-from frugalml.train import TrainConfig, Trainer, TrainOverrides, merge_train
+from frugalml.train import TrainConfig, Trainer, TrainOverrides, merge_train, require_labels
 from frugalml.train.evaluate import evaluate
 
 SLOWER = 1.05  # a factorized layer more than 5% slower than the dense one (median, batch 64) is "slower"
@@ -275,6 +275,7 @@ def lowrank_with_metrics(
     if tcfg.seed is None:
         tcfg = tcfg.model_copy(update={"seed": seed})
     if tcfg.epochs > 0:
+        require_labels(data, f"{where}: fine-tuning without distill")
         trainer = Trainer(model, data, tcfg, checkpoint_dir=checkpoint_dir, log=log, progress=progress)
         t0 = time.perf_counter()
         result = trainer.fit(resume=resume and checkpoint_dir is not None)

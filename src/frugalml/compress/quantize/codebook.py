@@ -57,10 +57,11 @@ def layer_bits(model: nn.Module, settings: dict) -> dict[str, int]:
 
 def fine_tune_centroids(model: nn.Module, ctx: QuantizeContext) -> dict | None:
     """Train only the codebooks (and the float parameters outside the clustered weights) with the Trainer."""
-    from frugalml.train import Trainer
+    from frugalml.train import Trainer, require_labels
 
     if ctx.train is None or ctx.train.epochs == 0 or ctx.data is None:
         return None
+    require_labels(ctx.data, "quantize mode codebook: qat (centroid fine-tuning)")
     checkpoints = ctx.workdir / "codebook" if ctx.workdir is not None else None
     ctx.log.info("codebook: fine-tuning the centroids for %d epoch(s) at lr %g", ctx.train.epochs, ctx.train.lr)
     result = Trainer(model, ctx.data, ctx.train, checkpoint_dir=checkpoints, log=ctx.log, progress=False).fit(

@@ -39,10 +39,11 @@ def qat_train_config(base: TrainConfig | None, qat: QATConfig, where: str) -> Tr
 
 
 def run_qat(backend: Backend, model: nn.Module, settings: dict, ctx: QuantizeContext) -> QuantizedModel:
-    from frugalml.train import Trainer
+    from frugalml.train import Trainer, require_labels
 
     if ctx.train is None:
         raise TypeError("QAT needs ctx.train, the TrainConfig to fine-tune with (see qat_train_config)")
+    require_labels(ctx.data, "quantization-aware training (qat)")
     prepared = backend.qat_prepare(model, settings, ctx.example())
     tcfg = ctx.train
     callbacks = [FreezeQuantizers(backend, tcfg.epochs - 1)] if tcfg.epochs > 1 else []

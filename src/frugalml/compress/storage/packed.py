@@ -48,13 +48,16 @@ def write_packed(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     squeezed = zstandard.ZstdCompressor(level=19).compress(blob)
     zpath = path.with_name(path.name + ZST)
     target, other, data = (zpath, path, squeezed) if len(squeezed) < 0.97 * len(blob) else (path, zpath, blob)
+    other.unlink(missing_ok=True)  # first: a stale twin from an earlier save must never be read instead
     atomic_write_bytes(target, data)
-    other.unlink(missing_ok=True)  # a stale twin from an earlier save would be counted in the size
     return target
 
 
 def _blob(path: Path) -> bytes:
     zpath = path.with_name(path.name + ZST)
+    if zpath.is_file() and path.is_file():
+        raise ArtifactError(f"{path.parent}: both {path.name} and {zpath.name} exist; which one holds the weights "
+                            "is unknown (an interrupted save?): save the model again")
     if zpath.is_file():
         try:
             return zstandard.ZstdDecompressor().decompress(zpath.read_bytes(), max_output_size=2**34)
