@@ -10,7 +10,7 @@ F=.venv/bin/frugal
 BUDGET=${BUDGET:-1h}
 [ -f runs/fm-baseline/stages/baseline/model.json ] || $F run recipes/fashion-mnist-baseline.yaml --out runs/fm-baseline
 compare=()
-for r in runs/fm-prune runs/fashion-mnist-prune runs/fm-quantize runs/fashion-mnist-quantize runs/fm-storage \
+for r in runs/fm-prune runs/fashion-mnist-prune runs/fm-quantize runs/fashion-mnist-quantize runs/fm-storage runs/fm-storage-85 runs/fm-prune-int8 \
          runs/fashion-mnist-storage; do
   if [ -f "$r/results.json" ]; then compare+=("$r"); fi
 done
