@@ -82,3 +82,14 @@ def test_layer_dropping_initialises_from_the_teacher(encoder, bound):
     assert torch.equal(w, encoder.backbone.encoder.layer[1].attention.self.query.weight)
     with torch.no_grad():
         assert F.cosine_similarity(student(bound.x_test[:4]), encoder(bound.x_test[:4])).shape == (4,)
+
+
+def test_training_on_embeddings_reports_no_train_accuracy(encoder, bound):
+    """The argmax of embedding targets is no class: the history has no accuracy to show, only the task's."""
+    from frugalml.compress.distill.targets import train_on_targets
+    from frugalml.train import TrainConfig
+
+    student = copy.deepcopy(encoder)
+    _, report = train_on_targets(student, encoder, bound, TrainConfig(epochs=1, batch_size=16, lr=1e-4, seed=0))
+    (row,) = report["history"]
+    assert row["train_accuracy"] is None and row["val_cosine"] > 0.9

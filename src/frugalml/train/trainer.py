@@ -60,6 +60,8 @@ class TrainResult:
 
 
 class Trainer:
+    counts_accuracy = True  # train_accuracy from argmax vs labels (False for embedding/regression targets)
+
     def __init__(
         self,
         model: nn.Module,
@@ -246,8 +248,9 @@ class Trainer:
                 value = float(loss.detach())
                 step_loss += value * weight
                 loss_sum, seen = loss_sum + value * (e - s), seen + (e - s)
-                hit, count = _hits(logits.detach(), y)
-                correct, counted = correct + hit, counted + count
+                if self.counts_accuracy:
+                    hit, count = _hits(logits.detach(), y)
+                    correct, counted = correct + hit, counted + count
                 bar.advance(loss_sum / seen, correct / max(counted, 1))
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

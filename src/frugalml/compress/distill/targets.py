@@ -38,6 +38,8 @@ class TaskTrainer(Trainer):
     targets, so it runs on a view without a val split, and each epoch's history row gets
     `val_<metric>` (e.g. val_cosine) from the real one instead."""
 
+    counts_accuracy = False  # argmax of embedding/regression targets is no accuracy
+
     def __init__(self, model: nn.Module, data: Any, cfg: Any, **kwargs: Any) -> None:
         self.task: Task = task_of(data)
         self.full_data = data
