@@ -23,6 +23,7 @@ import torch.nn as nn
 from pydantic import Field
 
 from frugalml._io import atomic_write_bytes, atomic_write_text
+from frugalml._plot import png_bytes
 from frugalml.data._split import stratified_take
 from frugalml.data.bundle import DataBundle
 from frugalml.errors import ConfigError, UnsupportedError
@@ -114,11 +115,7 @@ def issues_png(data: DataBundle, issues: np.ndarray, probs: np.ndarray, show: in
         ax.imshow(img.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"#{i}\n{names[int(data.y_train[i])]} → {names[int(probs[i].argmax())]}", fontsize=7)
     fig.suptitle("likely label errors: given → suggested", fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=90)
 
 
 def _write(ctx: StageContext, data: DataBundle, issues: np.ndarray, probs: np.ndarray, show: int) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 from frugalml._io import atomic_write_bytes, atomic_write_text
+from frugalml._plot import png_bytes
 from frugalml.errors import FrugalError
 from frugalml.optimize.config import Objective, SearchConfig
 from frugalml.optimize.trial import Setup
@@ -51,11 +51,7 @@ def trial_plot(summary: dict, objective: Objective) -> bytes:
     ax.set_xscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def handwritten(run_dirs: list[str], objectives: list[Objective], max_drop: float) -> list[list[str]]:

@@ -8,8 +8,7 @@ several runs (one per budget) the points of a stage name join into one curve per
 
 from __future__ import annotations
 
-import io
-
+from frugalml._plot import png_bytes
 from frugalml.report.tables import _num
 
 TRAINING_KINDS = ("train", "transfer", "semisup", "label_issues")
@@ -58,11 +57,7 @@ def label_efficiency_plot(series: dict[str, list[tuple[float, float, float | Non
     ax.grid(True, which="both", alpha=0.3)
     if series:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 LABEL_COLUMNS = ["stage", "labels used", "accuracy", "pseudo-label quantity", "pseudo-label precision",

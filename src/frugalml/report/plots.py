@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from frugalml._plot import png_bytes
 from frugalml.report.compare import lat, pareto_front, quality, quality_name  # noqa: E402
 
 AXES = {
@@ -45,8 +44,4 @@ def pareto_plot(runs: list[tuple[str, list[dict]]], axis: str) -> bytes:
     ax.set_xscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from frugalml._io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from frugalml._plot import png_bytes
 from frugalml.compress.prune._layers import check_layer_names, classifier, selected, weight_params
 from frugalml.errors import ConfigError
 from frugalml.measure.task import task_of
@@ -172,11 +173,7 @@ def _plot(table: dict) -> bytes:
     ax.grid(alpha=0.3)
     if len(layers) <= 16:
         ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=100)
 
 
 def read_table(path: str | Path) -> dict:
