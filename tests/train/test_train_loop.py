@@ -32,6 +32,17 @@ def test_learns_a_learnable_task(data):
     assert evaluate(model, data.x_val, data.y_val) == result.history[-1]["val_accuracy"]
 
 
+def test_fit_hands_back_an_inference_model(data):
+    """A forward pass after fit (a shape check, a trace, a calibration batch) must not move BatchNorm
+    statistics: a structured-pruning check on two images once did, and cost 0.1-0.2 point."""
+    model = make_model(norm=True)
+    fit(model, data, epochs=1)
+    assert not model.training
+    stats = model[1].running_mean.clone(), model[1].running_var.clone()
+    model(data.x_val[:2] + 3.0)
+    assert torch.equal(model[1].running_mean, stats[0]) and torch.equal(model[1].running_var, stats[1])
+
+
 def test_zero_epochs_means_no_training(data):
     model = make_model()
     reference = make_model()

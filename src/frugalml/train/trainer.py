@@ -180,6 +180,9 @@ class Trainer:
             self.model.load_state_dict(self._best_state)
         if cfg.channels_last:  # hand back the default layout: later stages and baselines expect it
             self.model.to(memory_format=torch.contiguous_format)
+        # hand back an inference model, like a loaded artifact: a forward pass after fit (a shape check,
+        # a trace, a calibration batch) must not move BatchNorm statistics. Epochs set train() themselves.
+        self.model.eval()
         self._call("on_train_end")
         return TrainResult(
             history=list(self.history),

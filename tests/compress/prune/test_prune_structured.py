@@ -159,6 +159,28 @@ def test_iterative_steps_finetune_between(data, zoo, tmp_path):
     assert (tmp_path / "finetune_step1").is_dir() and (tmp_path / "finetune_step2").is_dir()
 
 
+def test_structured_prune_keeps_the_fine_tuned_batchnorm_statistics(data, zoo, monkeypatch, tmp_path):
+    """The model after pruning is the fine-tuned one: the output check after the last step runs in
+    eval mode, even when fine-tuning leaves the model in train mode (a user's loop may)."""
+    from frugalml.compress.prune import api
+
+    tuned = {}
+
+    def finetune_then_train_mode(model, ft, inputs, **kw):
+        out = real(model, ft, inputs, **kw)
+        tuned.update({k: v.clone() for k, v in model.state_dict().items() if "running_" in k})
+        model.train()
+        return out
+
+    real = api.finetune
+    monkeypatch.setattr(api, "finetune", finetune_then_train_mode)
+    model = zoo("cnn", channels=[8, 16])
+    pruned = prune(model, StructuredPrune(ratio=0.5, finetune={"epochs": 1, "lr": 0.01}), data, workdir=tmp_path)
+    assert tuned, "the cnn has BatchNorm layers"
+    after = pruned.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in tuned.items())
+
+
 def test_per_layer_sensitivity_ratios_average_to_target(data, zoo, tmp_path):
     model = zoo("cnn", channels=[8, 16, 24])
     cfg = StructuredPrune(ratio=0.5, per_layer="sensitivity")

@@ -26,6 +26,7 @@ from frugalml.compress.prune._unpruned import left_unpruned
 from frugalml.compress.prune.api import PruneInputs, register_method
 from frugalml.compress.prune.config import PruneConfig
 from frugalml.errors import ConfigError, UnsupportedError
+from frugalml.train.evaluate import eval_mode
 
 BUDGET_INCREMENTS = 40  # budgets: the channel ratio rises by max_layer_ratio / 40 per try
 
@@ -154,7 +155,8 @@ def _prune_in_place(
         log.info("prune step %d/%d: %.3g MACs (%.1f%% of original)", i, cfg.steps, history[-1]["macs"],
                  100 * history[-1]["macs"] / max(macs0, 1))
 
-    out = model(data.sample_input(2).to(next(model.parameters()).device))
+    with eval_mode(model), torch.no_grad():  # a check, not a training step: BatchNorm statistics stay put
+        out = model(data.sample_input(2).to(next(model.parameters()).device))
     if tuple(out.shape) != (2, data.num_classes):
         raise UnsupportedError(f"structured pruning broke the model output: shape {tuple(out.shape)}")
     after_shapes = layer_shapes(model)
