@@ -233,7 +233,7 @@ def soup(models: Sequence[nn.Module], cfg: Soup, data: DataBundle, names: Sequen
             acc = _val(candidate, data) or 0.0
             if acc >= best:
                 kept, best, result = kept + [i], acc, candidate
-        result = result if len(kept) > 1 else copy.deepcopy(result)
+        result = result if len(kept) > 1 else copy.deepcopy(result).eval()
     else:
         kept, result = order, cook(order)
     return result, {"method": "soup", "selection": cfg.selection, "ingredients_val_accuracy": val,

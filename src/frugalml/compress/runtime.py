@@ -178,6 +178,7 @@ def choose_runtime(model: nn.Module, cfg: RuntimeStage, ctx: StageContext) -> tu
     if cfg.batch and cfg.batch not in mcfg.batch_sizes:
         raise ConfigError(f"stages.{cfg.name}.batch: {cfg.batch} is not measured; measure.batch_sizes are "
                           f"{mcfg.batch_sizes}")
+    model = model.eval()  # as quantize(): a model measured in train mode would move its BatchNorm statistics
     float_accuracy = select.accuracy(model, data)
     builders = _builders(cfg, data, ctx)
     entries, built = [], []

@@ -219,6 +219,7 @@ def transfer(model: nn.Module, cfg: TransferStage, ctx: StageContext) -> nn.Modu
         reports.append(report)
         ctx.log.info("transfer phase %d (%s): %s", i, phase.unfreeze, report)
     unfreeze_all(model)
+    model.eval()  # a probe-only run trains the head alone: the backbone would come back in train mode
     ctx.extra_metrics["transfer"] = {"source": cfg.source, "phases": reports}
     ctx.extra_metrics["labels_used"] = len(data.y_train)
     return model

@@ -78,3 +78,13 @@ def test_a_batch_that_is_not_measured_is_one_line(data, mcfg):
     model = build_model("mlp", data.input_shape, data.num_classes, hidden=[32]).eval()
     with pytest.raises(ConfigError, match="batch: 64 is not measured"):
         runtime(model, RuntimeStage(candidates=["eager"], batch=64), data, measure=mcfg)
+
+
+def test_a_model_left_in_train_mode_is_measured_in_eval_mode_and_keeps_its_statistics(data, mcfg):
+    """runtime() on a user's model in train mode: accuracy and latency passes must not move its
+    BatchNorm statistics (they would drift toward the val split and the first test rows)."""
+    model = build_model("cnn", data.input_shape, data.num_classes, channels=[4, 8]).train()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    assert stats, "the cnn has BatchNorm layers"
+    runtime(model, RuntimeStage(candidates=["eager"], batch=16, tolerance=100.0), data, measure=mcfg)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())
