@@ -57,14 +57,12 @@ def _launch_run(args: argparse.Namespace, recipe, out: Path) -> int:  # noqa: AN
     """`--nproc N`: the same `frugal run` in N processes per machine, started by torchrun's agent."""
     from frugalml.errors import ConfigError
     from frugalml.pipeline import check_output_dir, recipe_hash
-    from frugalml.train.launch import launch
+    from frugalml.train.launch import check_batch_sizes, launch
 
     if args.nproc < 1 or args.nnodes < 1:
         raise ConfigError("--nproc and --nnodes must be at least 1")
     procs = args.nproc * args.nnodes
-    if recipe.train.batch_size % procs:
-        raise ConfigError(f"train.batch_size: {recipe.train.batch_size} is the global batch and must divide by the "
-                          f"{procs} processes; use a multiple of {procs}")
+    check_batch_sizes(recipe.model_dump(mode="json"), procs)
     if args.node_rank == 0:
         check_output_dir(out, args.resume, args.force)  # user errors once, before any process starts
     flags = [f for f, on in (("--resume", args.resume), ("--force", args.force), ("--trust-code", args.trust_code)) if on]

@@ -44,6 +44,14 @@ def test_user_errors_are_found_before_any_process_starts(tmp_path, capsys):
     assert main(["run", str(recipe), "--out", str(tmp_path / "run"), "--nproc", "2"]) == 2
     assert "train.batch_size: 33 is the global batch and must divide by the 2 processes" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+    # a stage's own batch size too: found here, not in the workers after the earlier stages ran
+    recipe = _write(tmp_path, tiny_recipe(train={"epochs": 1, "batch_size": 32}, stages=[
+        {"kind": "train", "name": "baseline"},
+        {"kind": "prune", "name": "p", "method": "unstructured", "ratio": 0.5,
+         "finetune": {"epochs": 1, "overrides": {"batch_size": 15}}}]))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run"), "--nproc", "2"]) == 2
+    assert "stages.1.finetune.overrides.batch_size: 15 is the global batch" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "mine.txt").write_text("not a run")
     recipe = _write(tmp_path, tiny_recipe(train={"epochs": 1, "batch_size": 32}))

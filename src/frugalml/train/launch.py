@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from frugalml.errors import FrugalError
+from frugalml.errors import ConfigError, FrugalError
 
 
 class RankFailedError(FrugalError):
@@ -76,6 +76,24 @@ def launch(entrypoint: Callable | str, args: list[Any], *, nproc: int, nnodes: i
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def check_batch_sizes(recipe: dict, procs: int) -> None:
+    """Every training batch size of a dumped recipe (its `train:` and every stage's override) is
+    global and must divide by the processes: said once, before any process starts."""
+    for key, size in _batch_sizes(recipe):
+        if size % procs:
+            raise ConfigError(f"{key}: {size} is the global batch and must divide by the {procs} processes; "
+                              f"use a multiple of {procs}")
+
+
+def _batch_sizes(node: object, path: str = "") -> list[tuple[str, int]]:
+    if isinstance(node, dict):
+        found = [(f"{path}batch_size", node["batch_size"])] if isinstance(node.get("batch_size"), int) else []
+        return found + [hit for k, v in node.items() for hit in _batch_sizes(v, f"{path}{k}.")]
+    if isinstance(node, list):
+        return [hit for i, v in enumerate(node) for hit in _batch_sizes(v, f"{path}{i}.")]
+    return []
 
 
 def _root_cause(failures: dict[int, Any]) -> tuple[int, Any]:
