@@ -135,3 +135,23 @@ def test_config_rejects_options_that_do_not_combine():
     # a default distributed section leaves the checkpoint fingerprint as it was
     assert TrainConfig(**BASE).fingerprint() == TrainConfig(**BASE, distributed={}).fingerprint()
     assert TrainConfig(**BASE).fingerprint() != TrainConfig(**BASE, distributed={"comm_hook": "fp16"}).fingerprint()
+
+
+def test_warm_up_steps_count_from_the_start_of_training_after_a_resume():
+    """PowerSGD / local SGD warm-ups are optimizer steps since the start: a run resumed past its
+    warm-up has none left, and bytes per step after the warm-up must include every resumed step."""
+    from frugalml.train.comm import CommMeter
+
+    def meter(first_step: int) -> CommMeter:
+        m = CommMeter()
+        m.first_step = first_step
+        step = {"grad_calls": 1, "average_bytes": 0, "average_calls": 0, "expected": 0, "buckets": 1}
+        m.steps = [{**step, "grad_bytes": 1000}] * 3 + [{**step, "grad_bytes": 10}] * 3
+        return m
+
+    fresh = meter(0).summary(warmup_steps=3)  # steps 1-3 are the warm-up
+    assert fresh["bytes_per_step_after_warmup"] == 10 and "resumed_after_step" not in fresh
+    late = meter(50).summary(warmup_steps=3)  # resumed after step 50: every recorded step is past it
+    assert late["bytes_per_step_after_warmup"] == round((3 * 1000 + 3 * 10) / 6)
+    assert late["resumed_after_step"] == 50
+    assert meter(1).summary(warmup_steps=3)["bytes_per_step_after_warmup"] == round((1000 + 3 * 10) / 4)

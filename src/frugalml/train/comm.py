@@ -55,6 +55,7 @@ class CommMeter:
         self._bucket_calls = 0
         self._saved: dict[str, Callable] = {}
         self.steps: list[dict[str, int]] = []  # per optimizer step: bytes, calls, expected, buckets
+        self.first_step = 0  # the optimizer step the first recorded step follows (> 0 after a resume)
 
     def install(self) -> None:
         for name in _PAYLOAD:
@@ -93,14 +94,16 @@ class CommMeter:
             self._expected = self._bucket_calls = 0
 
     def summary(self, warmup_steps: int = 0) -> dict:
-        """Totals over the run plus means per step (all steps, and after the warm-up)."""
+        """Totals over the run plus means per step (all steps, and after the warm-up). `warmup_steps`
+        counts optimizer steps from the start of training: after a resume past it, none is warm-up."""
         steps, epoch = self.steps, {"bytes": self._bytes["epoch"], "calls": self._calls["epoch"]}
         if not steps:
             return {"steps": 0, "between_epochs": epoch}
         total = {k: sum(s[k] for s in steps) for k in steps[0]}
         sent = total["grad_bytes"] + total["average_bytes"]
-        after = steps[warmup_steps:] or steps[-1:]
+        after = steps[max(0, warmup_steps - self.first_step):] or steps[-1:]
         return {
+            **({"resumed_after_step": self.first_step} if self.first_step else {}),
             "steps": len(steps),
             "bytes_per_step": round(sent / len(steps)),
             "bytes_per_step_after_warmup": round(sum(s["grad_bytes"] + s["average_bytes"] for s in after) / len(after)),

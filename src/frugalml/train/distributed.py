@@ -124,7 +124,7 @@ class LocalTraining:
         pass
 
     def resumed(self, step: int) -> None:
-        pass
+        self.meter.first_step = step  # the meter's warm-up steps are counted from the start of training
 
     def before_eval(self, trainer: Any) -> None:
         pass
@@ -270,6 +270,7 @@ class DataParallel(ProcessGroupTraining):
         super().after_step(trainer)
 
     def resumed(self, step: int) -> None:
+        super().resumed(step)
         if self.hook_state is not None and hasattr(self.hook_state, "iter"):
             self.hook_state.iter = step  # warm-ups count optimizer steps; error memory restarts at zero
         if self.averager is not None:
