@@ -14,6 +14,7 @@ for seed in 0 1 2; do  # mean and spread over the students' seeds; the teacher i
   $F run recipes/fashion-mnist-distill-short.yaml --out "runs/fm-distill-short-s$seed" --set seed=$seed --force
 done
 $F run recipes/fashion-mnist-ensemble-small.yaml --out runs/fashion-mnist-ensemble-small --force
+$F run recipes/fashion-mnist-ensemble-dist.yaml --out runs/fashion-mnist-ensemble-dist --force
 for r in lowrank students; do
   $F run "recipes/fashion-mnist-$r.yaml" --out "runs/fashion-mnist-$r" --force
 done
