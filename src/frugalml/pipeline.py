@@ -160,21 +160,11 @@ def _first_stage_references(model: nn.Module, ctx: StageContext) -> dict:
     return {"reference_latency_ms": refs, **({"reference_notes": notes} if notes else {})}
 
 
-def _trains(stage: StageConfig) -> bool:
-    """Does the stage train (so every process of a distributed run must take part)?"""
-    if stage.kind == "runtime":
-        return False
-    if stage.kind == "quantize":
-        qat = getattr(stage, "qat", None)
-        return stage.mode == "qat" or (stage.mode == "codebook" and qat is not None and qat.epochs > 0)
-    return True
-
-
 def run_stage(stage: StageConfig, model: nn.Module | None, spec: dict, ctx: StageContext,
               first: bool = False) -> tuple[nn.Module, dict, dict]:
     """Apply one stage to a copy of `model`; save its artifact; measure it (a stage that starts a
     chain also times its fp32 runtime references). Returns (model, spec, metrics)."""
-    if not distributed.is_main() and not _trains(stage):
+    if not distributed.is_main() and not stage.trains():
         # several processes: a stage that does not train (int8 conversion, a runtime choice) is built
         # and timed by rank 0 alone -- timing on every rank at once would bias its choice -- and the
         # others load its artifact afterwards

@@ -60,6 +60,11 @@ class StageConfig(Config):
         """True when the stage makes its own model and so has no parent (e.g. training a new one)."""
         return False
 
+    def trains(self) -> bool:
+        """True when the stage may train, so every process of a distributed run takes part; a stage
+        that only converts or measures is built and timed by rank 0 alone."""
+        return True
+
 
 @dataclass
 class StageContext:

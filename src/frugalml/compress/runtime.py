@@ -50,6 +50,9 @@ class RuntimeStage(StageConfig):
     tolerance: float = Field(0.5, ge=0, description="allowed val-accuracy drop in points vs the float model")
     calibration_batches: int = Field(8, ge=1, description="for the int8 candidate")
 
+    def trains(self) -> bool:
+        return False  # it builds and times runtimes of its parent
+
 
 class CompiledModel(QuantizedModel):
     """The fp32 model under torch.compile (inductor, frozen weights); stored as its fp32 weights."""

@@ -55,4 +55,3 @@ def epoch_line(m: dict, epochs: int) -> str:
         f"epoch {m['epoch']}/{epochs}  loss {m['train_loss']:.4f}  train_acc {fmt(m['train_accuracy'])}  "
         f"val_acc {fmt(m['val_accuracy'])}  lr {m['lr']:.3g}  {m['seconds']:.1f}s"
     )
-

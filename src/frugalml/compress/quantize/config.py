@@ -81,6 +81,9 @@ class QuantizeStage(StageConfig):
         description="fp32 runtimes timed next to fp32 eager for honest speedups",
     )
 
+    def trains(self) -> bool:
+        return self.mode == "qat" or (self.mode == "codebook" and self.qat is not None and self.qat.epochs > 0)
+
     @model_validator(mode="after")
     def _consistent(self) -> QuantizeStage:
         allowed = {"weight-only": (4, 8), "codebook": tuple(range(2, 9))}.get(self.mode, (8,))
