@@ -155,3 +155,25 @@ def test_warm_up_steps_count_from_the_start_of_training_after_a_resume():
     assert late["bytes_per_step_after_warmup"] == round((3 * 1000 + 3 * 10) / 6)
     assert late["resumed_after_step"] == 50
     assert meter(1).summary(warmup_steps=3)["bytes_per_step_after_warmup"] == round((1000 + 3 * 10) / 4)
+
+
+class _Failure:
+    """What torchrun's agent records of a failed process (exit code, signal name, time)."""
+
+    def __init__(self, exitcode: int, signal: str, timestamp: int) -> None:
+        self.exitcode, self._signal, self.timestamp = exitcode, signal, timestamp
+
+    def signal_name(self) -> str:
+        return self._signal
+
+
+def test_the_killed_rank_is_named_even_when_its_peer_aborted_first():
+    """A peer's gloo abort (SIGABRT on "connection reset") can be recorded before the SIGKILL that
+    caused it; the kill is the root cause. A signal outranks an exit code, except the agent's own
+    SIGTERM to the survivors; within a tier the earliest failure is named."""
+    from frugalml.train.launch import _root_cause
+
+    assert _root_cause({0: _Failure(-6, "SIGABRT", 100), 1: _Failure(-9, "SIGKILL", 101)})[0] == 1
+    assert _root_cause({0: _Failure(1, "", 100), 1: _Failure(-6, "SIGABRT", 101)})[0] == 1
+    assert _root_cause({0: _Failure(-15, "SIGTERM", 101), 1: _Failure(1, "", 100)})[0] == 1
+    assert _root_cause({0: _Failure(-11, "SIGSEGV", 102), 1: _Failure(-9, "SIGKILL", 101)})[0] == 1

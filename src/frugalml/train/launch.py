@@ -98,10 +98,14 @@ def _batch_sizes(node: object, path: str = "") -> list[tuple[str, int]]:
 
 def _root_cause(failures: dict[int, Any]) -> tuple[int, Any]:
     """A process killed by a signal other than the agent's SIGTERM comes first (the others then
-    fail at their next collective); otherwise the earliest failure."""
-    def order(item: tuple[int, Any]) -> tuple[bool, int, int]:
+    fail at their next collective), SIGABRT last among signals: it is how a peer's collective gives
+    up when the connection resets (gloo), and the agent may record that abort before the kill that
+    caused it; otherwise the earliest failure."""
+    def order(item: tuple[int, Any]) -> tuple[int, float, int]:
         rank, f = item
-        return (not (f.exitcode < 0 and f.signal_name() != "SIGTERM"), f.timestamp, rank)
+        killed = f.exitcode < 0 and f.signal_name() != "SIGTERM"
+        tier = 2 if not killed else 1 if f.signal_name() == "SIGABRT" else 0
+        return (tier, f.timestamp, rank)
 
     return min(failures.items(), key=order)
 
