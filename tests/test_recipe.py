@@ -94,3 +94,25 @@ def test_set_override_errors():
         apply_overrides({"stages": [{}]}, ["stages.3.ratio=1"])
     with pytest.raises(ConfigError, match="train.epochs: Input should be"):
         _load(tiny_recipe(), ["train.epochs=many"])
+
+
+def test_the_resolved_recipe_a_run_writes_runs_the_same_stages():
+    """recipe.yaml in a run folder is the resolved recipe: loading it back must give every stage the
+    same training settings. A stage's `train:` overrides mean "keep the recipe's value" where unset
+    and "clear" for an explicit `augment: null`, so a dump must not spell unset keys as null (which
+    made `epochs: null` fail and `augment: null` silently drop the recipe's augmentation)."""
+    from frugalml.recipe import dump_recipe
+    from frugalml.train import merge_train
+
+    raw = tiny_recipe()
+    raw["train"]["augment"] = {"hflip": True}
+    raw["stages"] = [{"kind": "train", "name": "base"},
+                     {"kind": "train", "name": "tuned", "parent": "base", "init": "parent", "train": {"lr": 0.01}},
+                     {"kind": "train", "name": "plain", "parent": "base", "init": "parent",
+                      "train": {"augment": None}}]
+    original = load_recipe_text(yaml.safe_dump(raw), "tiny.yaml")
+    again = load_recipe_text(dump_recipe(original), "recipe.yaml")
+    for a, b in zip(original.stages, again.stages):
+        assert merge_train(original.train, a.train) == merge_train(again.train, b.train), a.name
+    assert merge_train(again.train, again.stages[1].train).augment is not None  # inherited, not cleared
+    assert merge_train(again.train, again.stages[2].train).augment is None  # cleared on purpose, still cleared

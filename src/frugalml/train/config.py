@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, create_model, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, create_model, model_serializer, model_validator
 
 from frugalml.config import Config
 from frugalml.data.augment import AugmentConfig
@@ -126,13 +126,24 @@ class TrainConfig(Config):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+class _Overrides(Config):
+    """Base of the all-optional override configs. A dump lists only the keys that were given: an unset
+    key means "keep the recipe's value" while an explicit null can mean "clear" (`augment: null`), so
+    the resolved recipe a run writes (recipe.yaml, optimize's best.yaml) must not spell unset keys as
+    null — loaded back, that failed on `epochs: null` and silently dropped the recipe's augmentation."""
+
+    @model_serializer(mode="wrap")
+    def _given_keys_only(self, handler: SerializerFunctionWrapHandler) -> dict:
+        return {k: v for k, v in handler(self).items() if k in self.model_fields_set}
+
+
 def _all_optional(cls: type[Config], name: str) -> type[Config]:
     """A config with the same fields and constraints as `cls`, each optional (None = keep)."""
     fields: dict[str, Any] = {}
     for fname, f in cls.model_fields.items():
         ann = Annotated[(f.annotation, *f.metadata)] if f.metadata else f.annotation
         fields[fname] = (ann | None, None)
-    return create_model(name, __base__=Config, __doc__=f"Optional overrides of {cls.__name__}.", **fields)
+    return create_model(name, __base__=_Overrides, __doc__=f"Optional overrides of {cls.__name__}.", **fields)
 
 
 TrainOverrides = _all_optional(TrainConfig, "TrainOverrides")
