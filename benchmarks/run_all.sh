@@ -18,8 +18,14 @@ $F run recipes/fashion-mnist-prune-int8.yaml --out runs/fm-prune-int8 --force
 # distillation (3 seeds, short protocol; FULL=1 for the 38-epoch one), small-student ensemble, low-rank, students (issue #10)
 bash benchmarks/run_distill.sh
 # data efficiency (issue #11)
-.venv/bin/python benchmarks/label_efficiency.py
-$F run recipes/fashion-mnist-label-noise.yaml --out runs/fashion-mnist-label-noise --force
+L=benchmarks/label_efficiency.py
+.venv/bin/python $L curve --methods supervised,augmented,probe,finetune --budgets 10,60  # 3 seeds each
+.venv/bin/python $L curve --methods fixmatch --budgets 60
+.venv/bin/python $L autolabel --method finetune
+.venv/bin/python $L active
+.venv/bin/python $L noise      # recipes/fashion-mnist-label-noise.yaml into runs/label-efficiency/label-noise
+.venv/bin/python benchmarks/label_issue_filters.py runs/label-efficiency/label-noise
+.venv/bin/python $L summary
 # transformers (issue #14), distributed training (issue #12), pipeline search (issue #13)
 $F run recipes/minilm-fortunes.yaml --out runs/minilm-fortunes --force
 $F run recipes/minilm-fortunes-distill.yaml --out runs/minilm-fortunes-distill --force
