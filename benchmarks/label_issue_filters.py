@@ -21,8 +21,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
 
 
@@ -35,10 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from frugalml.data import load_data
-    from frugalml.datawise.label_issues import find_issues, out_of_fold_probabilities
+    from frugalml.datawise.label_issues import (
+        find_issues,
+        out_of_fold_probabilities,
+        score_issues,
+        stage_train_config,
+    )
     from frugalml.recipe import load_recipe
     from frugalml.stages import StageContext
-    from frugalml.train import merge_train
 
     run = Path(args.run)
     recipe, _ = load_recipe(args.recipe or str(run / "recipe.yaml"))
@@ -49,9 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if data.y_train_true is None:
         sys.exit(f"{run}: the data flipped no labels (data.label_noise), so there is nothing to score against")
     spec = (cfg.model or recipe.model).spec(data.input_shape, data.num_classes)
-    tcfg = merge_train(recipe.train, cfg.train, where=f"stages.{cfg.name}.train")
-    tcfg = tcfg.model_copy(update={"seed": tcfg.seed if tcfg.seed is not None else recipe.seed,
-                                   "epochs": cfg.fold_epochs or tcfg.epochs})
+    tcfg = stage_train_config(recipe.train, cfg, recipe.seed)
+    tcfg = tcfg.model_copy(update={"epochs": cfg.fold_epochs or tcfg.epochs})
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(run / "stages" / cfg.name / "work", Path(tmp) / "work",
                         ignore=shutil.ignore_patterns("cleaned"))
@@ -60,23 +61,22 @@ def main(argv: list[str] | None = None) -> int:
         probs = out_of_fold_probabilities(data, spec, tcfg, cfg.folds, recipe.seed, ctx)
     labels, truth = data.y_train.numpy(), data.y_train_true.numpy()
     flipped = labels != truth
+    k = int(flipped.sum())
     rows = []
     for name in FILTERS:
         issues = find_issues(labels, probs, name)
-        hits = int(flipped[issues].sum())
-        k = int(flipped.sum())
-        rows.append({"filter_by": name, "found": len(issues), "recall": hits / k,
-                     "precision": hits / len(issues) if len(issues) else None,
-                     f"precision_top{k}": float(flipped[issues[:k]].mean()) if len(issues) >= k else None})
-    print(f"{run}: {int(flipped.sum())} of {len(labels)} labels flipped; "
+        rows.append({"filter_by": name, "found": len(issues), **score_issues(issues, labels, truth),
+                     "precision_top_k": float(flipped[issues[:k]].mean()) if len(issues) >= k else None})
+    print(f"{run}: {k} of {len(labels)} labels flipped; "
           f"out-of-fold accuracy against the true labels {100 * (probs.argmax(1) == truth).mean():.2f}%")
-    print("| filter_by | found | recall | precision | precision in the top k = flipped |")
+    print(f"| filter_by | found | recall | precision | precision in the top k = {k} |")
     print("|---|---|---|---|---|")
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f}%"
+
     for r in rows:
-        top = next(v for key, v in r.items() if key.startswith("precision_top"))
-        print(f"| {r['filter_by']} | {r['found']} | {100 * r['recall']:.1f}% | "
-              f"{'–' if r['precision'] is None else '%.1f%%' % (100 * r['precision'])} | "
-              f"{'–' if top is None else '%.1f%%' % (100 * top)} |")
+        print(f"| {r['filter_by']} | {r['found']} | {pct(r['recall'])} | {pct(r['precision'])} | {pct(r['precision_top_k'])} |")
     print(json.dumps(rows))
     return 0
 

@@ -130,6 +130,19 @@ def _write(ctx: StageContext, data: DataBundle, issues: np.ndarray, probs: np.nd
     atomic_write_bytes(ctx.stage_dir / OUT_DIR / "issues.png", issues_png(data, issues, probs, show))
 
 
+def stage_train_config(train_defaults: object, cfg: LabelIssuesStage, seed: int) -> object:
+    """The TrainConfig the stage trains with (the recipe's, its overrides, the run's seed if unset)."""
+    tcfg = merge_train(train_defaults, cfg.train, where=f"stages.{cfg.name}.train")  # type: ignore[arg-type]
+    return tcfg if tcfg.seed is not None else tcfg.model_copy(update={"seed": seed})
+
+
+def score_issues(issues: np.ndarray, labels: np.ndarray, truth: np.ndarray) -> dict:
+    """Against labels flipped on purpose: how many were flipped, and the finder's recall and precision."""
+    flipped = labels != truth
+    hits, k = int(flipped[issues].sum()), int(flipped.sum())
+    return {"flipped": k, "recall": hits / k if k else None, "precision": hits / len(issues) if len(issues) else None}
+
+
 @register_stage(LabelIssuesStage)
 def run_label_issues_stage(model: nn.Module | None, cfg: LabelIssuesStage, ctx: StageContext) -> nn.Module:
     data = ctx.data
@@ -137,9 +150,7 @@ def run_label_issues_stage(model: nn.Module | None, cfg: LabelIssuesStage, ctx: 
         raise ConfigError(f"stages.{cfg.name}.retrain: false passes the parent on, but there is no earlier stage")
     require_cleanlab()  # before minutes of fold training
     spec = cfg.model.spec(data.input_shape, data.num_classes) if cfg.model else ctx.model_spec
-    tcfg = merge_train(ctx.train_defaults, cfg.train, where=f"stages.{cfg.name}.train")
-    if tcfg.seed is None:
-        tcfg = tcfg.model_copy(update={"seed": ctx.seed})
+    tcfg = stage_train_config(ctx.train_defaults, cfg, ctx.seed)
     t0 = time.perf_counter()
     fold_cfg = tcfg.model_copy(update={"epochs": cfg.fold_epochs or tcfg.epochs})
     probs = out_of_fold_probabilities(data, spec, fold_cfg, cfg.folds, ctx.seed, ctx)
@@ -152,10 +163,7 @@ def run_label_issues_stage(model: nn.Module | None, cfg: LabelIssuesStage, ctx: 
                     "top": [{"index": int(i), "given": int(labels[i]), "suggested": int(probs[i].argmax())}
                             for i in issues[: cfg.show]]}
     if data.y_train_true is not None:
-        flipped = set(np.flatnonzero(labels != data.y_train_true.numpy()).tolist())
-        hits = len(flipped & set(issues.tolist()))
-        report.update(flipped=len(flipped), recall=hits / len(flipped) if flipped else None,
-                      precision=hits / len(issues) if len(issues) else None)
+        report.update(score_issues(issues, labels, data.y_train_true.numpy()))
     ctx.extra_metrics["label_issues"] = report
     if not cfg.retrain:
         return model  # type: ignore[return-value]

@@ -6,7 +6,14 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, ValidationError, create_model, model_serializer, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    create_model,
+    model_serializer,
+    model_validator,
+)
 
 from frugalml.config import Config
 from frugalml.data.augment import AugmentConfig
