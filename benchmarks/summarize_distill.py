@@ -2,6 +2,7 @@
 the run directories that benchmarks/run_distill.sh writes; no figure is typed by hand.
 
     .venv/bin/python benchmarks/summarize_distill.py [--runs runs] [--seeds 'fm-distill-short-s*']
+    .venv/bin/python benchmarks/summarize_distill.py --seeds 'fm-distill-nols-s*' --control 'fm-distill-short-s*'
 """
 
 from __future__ import annotations
@@ -29,8 +30,15 @@ def _check(ok: bool, text: str) -> str:
     return f"- {'PASS' if ok else 'FAIL'}: {text}"
 
 
-def distill(runs: list[Path]) -> list[str]:
+def distill(runs: list[Path], control: list[Path] | None = None) -> list[str]:
+    """The seed runs' arms against their teacher (each run's first stage) and the student trained alone:
+    the runs' own `student-alone` arm, else the same arm of the `control` runs (e.g. the same seeds of
+    another recipe whose students train the same way but learn from another teacher)."""
     per_run = [_stages(r) for r in runs]
+    teacher_name = next(iter(per_run[0]))
+    if "student-alone" not in per_run[0] and control:
+        for stages, c in zip(per_run, control, strict=True):
+            stages["student-alone"] = _stages(c)["student-alone"]
     names = list(per_run[0])
     acc = {n: [100 * s[n]["accuracy"] for s in per_run] for n in names}
     out = [f"### Distillation ({len(runs)} seeds: {', '.join(r.name for r in runs)})", "",
@@ -43,12 +51,12 @@ def distill(runs: list[Path]) -> list[str]:
         mean, sd = _mean_sd(acc[n])
         out.append(f"| {n} | {m['params']:,} | {m['macs']:.3g} | {mean:.2f} ± {sd:.2f} | "
                    f"{', '.join(f'{a:.2f}' for a in acc[n])} | {note} |")
-    teacher = statistics.mean(acc["baseline"])
+    teacher = statistics.mean(acc[teacher_name])
     alone = statistics.mean(acc["student-alone"])
     methods = {n: statistics.mean(acc[n]) for n in ("student-kd", "student-dkd", "student-dist") if n in acc}
     best = max(methods, key=methods.__getitem__)
-    ratio = per_run[0]["baseline"]["params"] / per_run[0][best]["params"]
-    better = max(("student-dkd", "student-dist"), key=lambda n: methods.get(n, float("-inf")))
+    ratio = per_run[0][teacher_name]["params"] / per_run[0][best]["params"]
+    better = max((n for n in ("student-dkd", "student-dist") if n in methods), key=methods.__getitem__)
     out += ["", _check(ratio >= 10, f"student has 1/{ratio:.1f} of the teacher's parameters (need >= 10)"),
             _check(methods[best] - alone >= 0.5, f"{best} gains {methods[best] - alone:+.3f} pts over student-alone (need >= 0.5)"),
             _check(teacher - methods[best] <= 1.5, f"{best} ends {teacher - methods[best]:.3f} pts below the teacher (need <= 1.5)"),
@@ -81,18 +89,21 @@ def ensemble(run: Path) -> list[str]:
     res = json.loads((run / "results.json").read_text())
     st = {s["name"]: s["metrics"] for s in res["stages"]}
     ens_name = next((s["name"] for s in res["stages"] if s["kind"] == "ensemble"), None)
-    fused = next((s["name"] for s in res["stages"] if s["kind"] == "distill" and s["config"].get("teacher") == ens_name), None)
-    if ens_name is None or fused is None:
+    fused = [s["name"] for s in res["stages"] if s["kind"] == "distill" and s["config"].get("teacher") == ens_name]
+    if ens_name is None or not fused:
         return [f"### Ensemble ({run.name}): no ensemble and distilled student in results.json yet"]
     info = st[ens_name]["ensemble"]  # the members' accuracies, as the ensemble stage measured them
     best = info["best_member"]
-    b, e, f = 100 * info["best_member_test_accuracy"], 100 * st[ens_name]["accuracy"], 100 * st[fused]["accuracy"]
+    b, e = 100 * info["best_member_test_accuracy"], 100 * st[ens_name]["accuracy"]
     out = [f"### Ensemble, its distilled student, weight averaging ({run.name})", "",
            "| stage | params | MACs | accuracy | b64 ms |", "|---|---|---|---|---|"]
     out += [f"| {n} | {m['params']:,} | {m['macs']:.3g} | {100 * m['accuracy']:.2f}% | {_lat(m, 'b64'):.3f} |" for n, m in st.items()]
     gain = e - b
-    return out + ["", _check(gain >= 0.3, f"{ens_name} beats its best member ({best}) by {gain:+.2f} pts (need >= 0.3)"),
-                  _check(f - b >= 0.5 * gain and gain > 0, f"{fused} keeps {f - b:+.2f} of that gain (need >= {0.5 * gain:.2f})")]
+    out += ["", _check(gain >= 0.3, f"{ens_name} beats its best member ({best}) by {gain:+.2f} pts (need >= 0.3)")]
+    for name in fused:  # every single student distilled from the ensemble
+        f = 100 * st[name]["accuracy"]
+        out.append(_check(f - b >= 0.5 * gain and gain > 0, f"{name} keeps {f - b:+.2f} of that gain (need >= {0.5 * gain:.2f})"))
+    return out
 
 
 def students(run: Path) -> list[str]:
@@ -108,11 +119,18 @@ def main() -> None:
     p.add_argument("--runs", default="runs", help="folder holding the run directories")
     p.add_argument("--seeds", default="fm-distill-s*",
                    help="glob (under --runs) of the distillation seed runs, e.g. 'fm-distill-short-s*'")
+    p.add_argument("--control", default=None,
+                   help="glob of runs whose `student-alone` arm is the control when the --seeds runs have none, "
+                        "e.g. --seeds 'fm-distill-nols-s*' --control 'fm-distill-short-s*' (same seeds, in order)")
     args = p.parse_args()
     root = Path(args.runs)
-    seeds = sorted(r for r in root.glob(args.seeds) if (r / "results.json").is_file())
-    parts = [distill(seeds)] if seeds else []
-    for name, fn in (("lowrank", lowrank), ("ensemble", ensemble), ("ensemble-small", ensemble), ("ensemble-dist", ensemble),
+
+    def finished(pattern: str) -> list[Path]:
+        return sorted(r for r in root.glob(pattern) if (r / "results.json").is_file())
+
+    seeds = finished(args.seeds)
+    parts = [distill(seeds, finished(args.control) if args.control else None)] if seeds else []
+    for name, fn in (("lowrank", lowrank), ("ensemble", ensemble), ("ensemble-small", ensemble), ("ensemble-dist", ensemble), ("ensemble-dist2", ensemble),
                      ("students", students)):
         run = root / f"fashion-mnist-{name}"
         if (run / "results.json").is_file():
