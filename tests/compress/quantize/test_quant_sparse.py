@@ -56,3 +56,19 @@ def test_nonzero_count_comes_from_the_quantized_weights_not_the_float_model(mlp,
                 break
     floats = sum(int((p != 0).sum()) for p in model.parameters())
     assert q.nonzero_params() < floats
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_an_onnx_artifact_counts_its_nonzeros_from_its_graph_after_loading(mode, cnn, data, tmp_path):
+    """Loaded, an ONNX Runtime artifact's float model is a zeroed skeleton: counting it gave `frugal
+    measure` a nonzero count of a handful of weights for a whole pruned CNN."""
+    from frugalml import artifact
+
+    model, spec = cnn
+    sparse = prune(model, UnstructuredPrune(ratio=0.8), data)
+    nonzero = sum(int((p != 0).sum()) for p in sparse.parameters())
+    q = quantize(sparse, QuantizeStage(mode=mode, backend="onnxruntime", references=[]), data, spec=spec, measure=FAST)
+    save_quantized(q, tmp_path / "q", spec)
+    loaded = artifact.load(tmp_path / "q")
+    assert loaded.nonzero_params() == q.nonzero_params()
+    assert 0.8 * nonzero < loaded.nonzero_params() <= 1.05 * nonzero
