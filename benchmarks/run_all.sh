@@ -20,6 +20,7 @@ bash benchmarks/run_distill.sh
 # data efficiency (issue #11)
 L=benchmarks/label_efficiency.py
 .venv/bin/python $L curve --methods supervised,augmented,probe,finetune --budgets 10,60  # 3 seeds each
+.venv/bin/python $L curve --methods finetune96 --budgets 10                           # 96-px fine-tune, ~15 min per seed
 .venv/bin/python $L curve --methods fixmatch --budgets 60
 .venv/bin/python $L autolabel --method finetune
 .venv/bin/python $L active
