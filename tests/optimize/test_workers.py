@@ -99,3 +99,35 @@ def test_trials_of_a_dead_worker_are_failed_and_enqueued_again():
     retry = study.get_trials()[-1]
     assert retry.state.name == "WAITING" and retry.user_attrs["retry_of"] == dead.number
     assert not counted(study.get_trials()[dead.number])  # an interrupted trial does not use up --trials
+
+
+def test_a_trial_waits_for_an_earlier_one_still_choosing_its_pipeline():
+    """The race behind two workers running one pipeline: worker A has asked for trial 0 but not yet
+    named its pipeline when worker B's trial 1 looks for a running twin; B must wait until A's trial
+    has a pipeline (here: the same one) and then until it finishes."""
+    import threading
+
+    import optuna
+
+    from frugalml.optimize.study import _wait_for_twin
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    first = study.ask()
+    second = study.ask()
+    second.set_user_attr("chain_key", "k")
+    events = []
+
+    def worker_a():
+        time.sleep(0.3)  # still sampling when B checks
+        first.set_user_attr("chain_key", "k")
+        time.sleep(0.5)  # running the pipeline
+        events.append("a finished")
+        study.tell(first, 1.0)
+
+    thread = threading.Thread(target=worker_a)
+    thread.start()
+    _wait_for_twin(study, second.number, "k")
+    events.append("b went on")
+    thread.join()
+    assert events == ["a finished", "b went on"]

@@ -37,6 +37,7 @@ HOST = socket.gethostname()
 HEARTBEAT_SECONDS = 60
 STALE_SECONDS = 600  # a RUNNING trial without a heartbeat for this long belongs to a dead worker
 MAX_DUPLICATES = 25  # this many duplicates in a row: the space is exhausted
+SAMPLING_WAIT = 10.0  # seconds a trial waits for an earlier one still being sampled to name its pipeline
 
 
 def optuna_module() -> Any:
@@ -191,13 +192,21 @@ def _duplicate_of(study: Any, number: int, key: str) -> Any:
 
 def _wait_for_twin(study: Any, number: int, key: str) -> None:
     """Another worker's earlier trial running the same pipeline: wait for its result instead of
-    computing it twice (only the later trial waits, so two twins never wait for each other)."""
+    computing it twice (only the later trial waits, so two twins never wait for each other).
+    An earlier running trial that has no pipeline yet is still being sampled (milliseconds): it is
+    waited for too, up to SAMPLING_WAIT seconds, or both workers could start the same pipeline."""
     from optuna.trial import TrialState
 
-    while any(t.number < number and t.user_attrs.get("chain_key") == key
-              for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))):
-        time.sleep(1.0)
-        recover_stale(study)
+    deadline = time.monotonic() + SAMPLING_WAIT
+    while True:
+        earlier = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number < number]
+        if any(t.user_attrs.get("chain_key") == key for t in earlier):
+            time.sleep(1.0)
+            recover_stale(study)
+        elif time.monotonic() < deadline and any("chain_key" not in t.user_attrs for t in earlier):
+            time.sleep(0.05)
+        else:
+            return
 
 
 class Clock:
