@@ -79,16 +79,9 @@ class OnnxModel(QuantizedModel):
         """Nonzero weights counted in the graph's own initializers (int8 codes, int32 biases, float
         weights of what stayed float); scales, zero points and int64 shape constants are not weights.
         Not from the float cost model: loaded from an artifact, that is a zeroed skeleton."""
-        import onnx
-        from onnx import numpy_helper
-
-        proto = onnx.load_from_string(self.onnx_bytes)
-        count = 0
-        for init in proto.graph.initializer:
-            array = numpy_helper.to_array(init)
-            if array.dtype.kind in "iuf" and array.dtype != np.int64 and \
-                    not any(w in init.name for w in ("scale", "zero_point")):
-                count += int(np.count_nonzero(array))
+        _, tensors = split_initializers(self.onnx_bytes, min_elements=0)  # every numeric initializer
+        count = sum(int(t.count_nonzero()) for name, t in tensors.items()
+                    if t.dtype != torch.int64 and not any(w in name for w in ("scale", "zero_point")))
         return count or None
 
     def to_onnx(self, x: torch.Tensor) -> bytes:
