@@ -77,6 +77,25 @@ def summarize(search: Path) -> str:
                    f"(drop {drop:+.2f}) -> the search's pipeline is **{ratio:.2f}x** lower in {objective}.")
     else:
         out.append("No hand-written run to compare with (front.json `compare` lists none that exist).")
+    timed = front.get("retimed")
+    if timed:
+        out += ["", f"Re-timed back to back when the search ended ({timed['objective']}, ms; {timed['rounds']} rounds "
+                f"in alternation, {timed['threads']} threads; drop: val for trials, test for hand-written stages; "
+                f"chosen on these medians" + ("" if timed["search_best"] == timed["best"] else
+                                              f", not trial {timed['search_best']} the search's timings ranked first")
+                + "):", "", "| pipeline | kind | drop | during the search | rounds | median |", "|---|---|---|---|---|---|"]
+        for e in timed["entries"]:
+            name = e["key"] + (f": `{rows[e['number']]['pipeline']}`" if e["number"] in rows else "")
+            mark = " **(chosen)**" if e["number"] == front["best"] and e["kind"] == "trial" else ""
+            out.append(f"| {name}{mark} | {e['kind']} | {_f(e['drop'], '{:+.2f}')} | {_f(e['search'])} | "
+                       f"{' / '.join(f'{m:.3f}' for m in e['rounds'])} | {e['median']:.3f} |")
+        mine = next(e for e in timed["entries"] if e["number"] == front["best"] and e["kind"] == "trial")
+        hands = [e for e in timed["entries"] if e["kind"] == "hand-written"]
+        if hands:
+            fastest = min(hands, key=lambda e: e["median"])
+            out += ["", f"Back to back: the chosen pipeline {mine['median']:.3f} ms; the fastest hand-written stage "
+                    f"timed with it, `{fastest['key']}`, {fastest['median']:.3f} ms (**{fastest['median'] / mine['median']:.2f}x** "
+                    "the chosen pipeline's time)."]
     return "\n".join([*out, ""])
 
 

@@ -25,6 +25,7 @@ def _err(capsys) -> str:
     (["--budget", "soon"], "not a duration"),
     (["--set", "search.space.prune.structured.ratoi=0.5"], "search.space.prune.structured.ratoi: unknown key"),
     (["--sampler", "tpe", "--set", "search.trials=null"], "needs an end"),
+    (["--max-drop", "0.5", "--select-margin", "0.8"], "select_margin 0.8 exceeds max_drop 0.5"),
 ])
 def test_bad_settings_are_one_line_and_leave_nothing(tmp_path, capsys, args, says):
     out = tmp_path / "opt"

@@ -16,7 +16,8 @@ pytest.importorskip("optuna")
 def search(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
     out = tmp / "opt"
-    code = main(["optimize", str(search_recipe(tmp)), "--out", str(out), "--trials", "4"])
+    # its own base run doubles as a "hand-written" run to compare with (re-timed with the candidates)
+    code = main(["optimize", str(search_recipe(tmp)), "--out", str(out), "--trials", "4", "--compare", str(out / "base")])
     assert code == 0
     return out, json.loads((out / "front.json").read_text())
 
@@ -39,7 +40,9 @@ def test_every_trial_is_a_run_folder_and_the_front_is_consistent(search):
     assert front["best"] in done and set(front["front"]) <= set(done)
     best = done[front["best"]]
     assert best["feasible"] and best["drop"] <= front["max_drop"]
-    cheaper = [t for t in done.values() if t["feasible"] and t["costs"]["latency-b64"] < best["costs"]["latency-b64"]]
+    assert front["retimed"]["search_best"] in done  # the cheapest on the search's own timings ...
+    cheaper = [t for t in done.values() if t["feasible"]
+               and t["costs"]["latency-b64"] < done[front["retimed"]["search_best"]]["costs"]["latency-b64"]]
     assert not cheaper
     for f in ("best.yaml", "report.md", "report.html", "trials-latency-b64.png", "space.yaml", "optimize.json"):
         assert (out / f).is_file(), f
@@ -83,6 +86,27 @@ def test_best_yaml_reproduces_the_best_trial(search, tmp_path):
     assert again["runtime"] == trial["runtime"]
 
 
+def test_latency_candidates_are_re_timed_in_alternation_and_the_choice_is_made_on_those(search):
+    out, front = search
+    timed = front["retimed"]
+    assert timed["objective"] == "latency-b64" and timed["rounds"] == 3
+    feasible = sorted((t for t in front["trials"] if t["feasible"]),
+                      key=lambda t: (t["costs"]["latency-b64"], t["drop"], t["number"]))
+    trials = [e for e in timed["entries"] if e["kind"] == "trial"]
+    assert [e["number"] for e in trials] == [t["number"] for t in feasible[:4]]  # retime_top cheapest
+    kinds = [e["kind"] for e in timed["entries"]]
+    assert kinds.count("base") == 1 and kinds.count("hand-written") == 1  # --compare's stage, within max_drop
+    for e in timed["entries"]:
+        assert len(e["rounds"]) == 3 and all(m > 0 for m in e["rounds"])
+        assert e["median"] == sorted(e["rounds"])[1]
+    chosen = min(trials, key=lambda e: (e["median"], e["drop"], e["number"]))
+    assert front["best"] == timed["best"] == chosen["number"]
+    header = (out / "best.yaml").read_text().split("kind:")[0]
+    assert f"trial {front['best']} " in header and f"re-timed in 3 rounds alternating with {len(kinds) - 1} others" in header
+    md = (out / "report.md").read_text()
+    assert "re-timed back to back" in md and "hand-written" in md
+
+
 def test_resuming_a_finished_search_with_a_larger_cap_adds_trials_only(search, tmp_path):
     out, front = search
     before = {t["number"]: t for t in front["trials"] if t["state"] in ("complete", "stopped early")}
@@ -99,3 +123,4 @@ def test_a_different_space_on_resume_is_refused(search, tmp_path, capsys):
     recipe = search_recipe(tmp_path, space={"prune": {"none": {}}})
     assert main(["optimize", str(recipe), "--out", str(out), "--resume", "--trials", "9"]) == 2
     assert "another recipe, space or objectives" in capsys.readouterr().err
+

@@ -11,7 +11,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from frugalml.optimize import optimize
     from frugalml.optimize.run import print_summary
 
-    flags = {"objective": args.objective, "also": args.also, "max_drop": args.max_drop, "budget": args.budget,
+    flags = {"objective": args.objective, "also": args.also, "max_drop": args.max_drop,
+             "select_margin": args.select_margin, "budget": args.budget,
              "trials": args.trials, "seed": args.seed, "sampler": args.sampler, "compare": args.compare}
     summary = optimize(args.source, data=args.data, root=args.root, overrides=args.set, search=flags, out=args.out,
                        storage=args.storage, resume=args.resume, force=args.force, trust_code=args.trust_code)
@@ -34,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction, trust: Callable[[argparse.Argume
                    "params, energy")
     o.add_argument("--also", action="append", metavar="OBJECTIVE", help="another objective (repeatable)")
     o.add_argument("--max-drop", type=float, metavar="POINTS", help="allowed val accuracy drop vs the base (default 1.0)")
+    o.add_argument("--select-margin", type=float, metavar="POINTS",
+                   help="choose only pipelines whose val drop is at most max-drop minus this (default 0): val "
+                   "drops of retrained pipelines tend to under-estimate their test drops")
     o.add_argument("--budget", help="wall-clock budget: 90s, 30m, 1h")
     o.add_argument("--trials", type=int, metavar="N", help="stop once the study has N trials (all workers)")
     o.add_argument("--sampler", choices=["tpe", "nsga2"])

@@ -4,7 +4,9 @@ When no trial meets max_drop, the closest trials are named instead and `closest.
 
 `front.json` (schema 1): {schema, recipe, objectives, max_drop, split: "val", base: {quality, costs},
 trials: [{number, state, pipeline, drop, costs, feasible, run_dir, seconds, ...}], front: [numbers],
-best: number | null, closest: [numbers], final?: {split: "test", base, trials: {number: {quality, drop}}}}.
+best: number | null, closest: [numbers], retimed?: {objective, rounds, threads, entries: [{key, kind, number,
+drop, search, rounds, median}], best, search_best}, final?: {split: "test", base, trials: {number: {quality,
+drop}}}}. With `retimed`, `best` is its choice (made on the re-timings; `search_best` on the search's own).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def _row(t: Any, setup: Setup) -> dict:
     return {
         "number": t.number, "state": state, "pipeline": " -> ".join(describe(s) for s in chain) or "base model",
         "chain": chain, "params": t.params, "drop": drop, "costs": costs,
-        "feasible": drop is not None and state == "complete" and drop <= setup.max_drop + 1e-9,
+        "feasible": drop is not None and state == "complete" and drop <= setup.limit + 1e-9,
         "run_dir": out.get("run_dir"), "seconds": out.get("seconds"), "stages": out.get("stages", []),
         "pins": out.get("pins", {}), **{k: a[k] for k in ("duplicate_of", "retry_of", "worker", "error") if k in a},
         **({"stopped_after": out["pruned_after"]} if "pruned_after" in out else {}),
@@ -67,7 +69,7 @@ def summarize(study: Any, setup: Setup, cfg: SearchConfig) -> dict:
     closest = [] if best else [r["number"] for r in sorted(tried, key=lambda r: (r["drop"], r["number"]))[:3]]
     return {
         "schema": SCHEMA, "recipe": setup.recipe.name, "objectives": [o.name for o in setup.objectives],
-        "max_drop": setup.max_drop, "split": "val", "sampler": cfg.sampler,
+        "max_drop": setup.max_drop, "select_margin": setup.select_margin, "split": "val", "sampler": cfg.sampler,
         "quality_metric": setup.base_metrics.get("quality_metric") or "accuracy",
         "base": {"artifact": str(setup.base_artifact), "quality": quality(setup.base_metrics),
                  "costs": {o.name: o.value(setup.base_metrics) for o in setup.objectives}},
@@ -77,7 +79,7 @@ def summarize(study: Any, setup: Setup, cfg: SearchConfig) -> dict:
     }
 
 
-def recipe_text(setup: Setup, row: dict, what: str) -> str:
+def recipe_text(setup: Setup, row: dict, what: str, retimed: dict | None = None) -> str:
     """A recipe reproducing trial `row` with `frugal run`: the base loaded, its chain, the choices that
     `backend: auto` and the runtime stage measured written down."""
     chain = copy.deepcopy(row["chain"])
@@ -89,11 +91,22 @@ def recipe_text(setup: Setup, row: dict, what: str) -> str:
     recipe = recipe_from_mapping(raw, f"{what}.yaml")
     costs = ", ".join(f"{o.name} {o.fmt(row['costs'].get(o.name))}" for o in setup.objectives)
     header = [f"# {what} pipeline of frugal optimize: trial {row['number']} ({row['run_dir']})",
-              f"#   val accuracy drop {row['drop']:.2f} points (max_drop {setup.max_drop}); {costs}",
+              f"#   val accuracy drop {row['drop']:.2f} points (max_drop {setup.max_drop}"
+              f"{f', select_margin {setup.select_margin}' if setup.select_margin else ''}); {costs}",
               f"#   pipeline: {row['pipeline']}",
+              *_retimed_line(row, retimed),
               "# Reproduce (measured on the test split):  frugal run THIS_FILE --out runs/<name>",
               "# Choices measured during the search (backend: auto, runtime candidates) are written down."]
     return "\n".join(header) + "\n" + dump_recipe(recipe)
+
+
+def _retimed_line(row: dict, retimed: dict | None) -> list[str]:
+    mine = next((e for e in (retimed or {}).get("entries", []) if e["number"] == row["number"]), None)
+    if mine is None:
+        return []
+    base = next((e for e in retimed["entries"] if e["kind"] == "base"), None)
+    return [f"#   re-timed in {retimed['rounds']} rounds alternating with {len(retimed['entries']) - 1} others: "
+            f"{retimed['objective']} {mine['median']:.3f} ms" + (f" (base {base['median']:.3f} ms)" if base else "")]
 
 
 def write_outputs(root: Path, summary: dict, setup: Setup, cfg: SearchConfig) -> None:
@@ -102,7 +115,7 @@ def write_outputs(root: Path, summary: dict, setup: Setup, cfg: SearchConfig) ->
     atomic_write_json(root / "front.json", summary)
     rows = {r["number"]: r for r in summary["trials"]}
     if summary["best"] is not None:
-        atomic_write_text(root / "best.yaml", recipe_text(setup, rows[summary["best"]], "best"))
+        atomic_write_text(root / "best.yaml", recipe_text(setup, rows[summary["best"]], "best", summary.get("retimed")))
     elif summary["closest"]:
         atomic_write_text(root / "closest.yaml", recipe_text(setup, rows[summary["closest"][0]], "closest"))
     write_report(root, summary, setup, cfg)

@@ -30,7 +30,7 @@ def trial_plot(summary: dict, objective: Objective) -> bytes:
     base_q = 100 * (summary["base"]["quality"] or 0)
     fig, ax = plt.subplots(figsize=(6.6, 4.4), dpi=110)
     done = [r for r in summary["trials"] if r["state"] == "complete" and r["costs"].get(objective.name)]
-    for feasible, color, label in ((True, "tab:blue", "trial within max_drop"), (False, "0.6", "trial over max_drop")):
+    for feasible, color, label in ((True, "tab:blue", "trial within the limit"), (False, "0.6", "trial over the limit")):
         pts = [r for r in done if r["feasible"] == feasible]
         ax.scatter([r["costs"][objective.name] for r in pts], [base_q - r["drop"] for r in pts], s=22, c=color,
                    label=label, zorder=3)
@@ -46,6 +46,10 @@ def trial_plot(summary: dict, objective: Objective) -> bytes:
     if base_cost:
         ax.scatter([base_cost], [base_q], marker="D", c="k", s=40, label="base model", zorder=5)
     ax.axhline(base_q - summary["max_drop"], color="tab:red", lw=0.8, ls=":", label=f"max_drop {summary['max_drop']}")
+    margin = summary.get("select_margin") or 0
+    if margin:
+        ax.axhline(base_q - summary["max_drop"] + margin, color="tab:orange", lw=0.8, ls=":",
+                   label=f"choice limit (select_margin {margin:g})")
     ax.set_xlabel(f"{objective.name} ({objective.unit})")
     ax.set_ylabel("val accuracy (%)" if summary.get("quality_metric", "accuracy") == "accuracy" else "val quality (×100)")
     ax.set_xscale("log")
@@ -86,7 +90,9 @@ def sections(summary: dict, setup: Setup, cfg: SearchConfig) -> list[tuple[str, 
     rows = {r["number"]: r for r in summary["trials"]}
     counts = ", ".join(f"{v} {k}" for k, v in summary["counts"].items()) or "none yet"
     lines = [f"objectives: {', '.join(o.name for o in objs)} (minimised, with the val accuracy drop); max_drop "
-             f"{setup.max_drop} points; sampler {cfg.sampler}; trials: {counts}",
+             f"{setup.max_drop} points"
+             + (f" (chosen within {setup.limit:g}: select_margin {setup.select_margin:g})" if setup.select_margin else "")
+             + f"; sampler {cfg.sampler}; trials: {counts}",
              f"base model: {summary['base']['artifact']} (val quality {100 * (summary['base']['quality'] or 0):.2f}%; "
              + ", ".join(f"{o.name} {o.fmt(summary['base']['costs'].get(o.name))}" for o in objs) + ")", LEAKAGE]
     secs: list = [("search", [], lines)]
@@ -102,11 +108,25 @@ def sections(summary: dict, setup: Setup, cfg: SearchConfig) -> list[tuple[str, 
                        if base_costs.get(o.name) and best["costs"][o.name] else "")
                     for o in objs],
                   "recipe: best.yaml (frugal run best.yaml reproduces it); run folder: " + str(best["run_dir"])]
-        secs.append(("chosen pipeline (cheapest in the first objective within max_drop)", [], chosen))
+        timed = summary.get("retimed")
+        if timed and timed["search_best"] != best["number"]:
+            chosen.append(f"re-timing changed the choice: trial {timed['search_best']} was the cheapest on the "
+                          "search's own timings")
+        secs.append((f"chosen pipeline (cheapest in the first objective with val drop ≤ {setup.limit:g})", [], chosen))
     elif summary["closest"]:
-        secs.append(("no trial met max_drop: the closest ones (kept; closest.yaml reproduces the first)", [],
+        secs.append((f"no trial stayed within {setup.limit:g} points: the closest ones (kept; closest.yaml reproduces the first)", [],
                      [f"trial {n}: val drop {rows[n]['drop']:.2f} points ({rows[n]['state']}): {rows[n]['pipeline']}"
                       for n in summary["closest"]]))
+    timed = summary.get("retimed")
+    if timed:
+        secs.append((f"re-timed back to back: {timed['objective']} (ms), {timed['rounds']} rounds in alternation, "
+                     f"{timed['threads']} threads; the choice is the trial with the lowest median (drop: val for "
+                     "trials, test for hand-written stages)",
+                     ["pipeline", "kind", "drop", "during the search", "rounds", "median", ""],
+                     [[e["key"] + (f": {rows[e['number']]['pipeline']}" if e["number"] in rows else ""), e["kind"],
+                       _f(e["drop"]), "–" if e["search"] is None else f"{e['search']:.3f}", " / ".join(f"{m:.3f}" for m in e["rounds"]),
+                       f"{e['median']:.3f}", "chosen" if e["number"] == summary["best"] and e["kind"] == "trial"
+                       else ""] for e in timed["entries"]]))
     cols = ["trial", "pipeline", "val drop", *[o.name for o in objs], "test drop"]
     front = [[str(n), rows[n]["pipeline"], _f(rows[n]["drop"]), *[o.fmt(rows[n]["costs"].get(o.name)) for o in objs],
               _f((tests.get(str(n)) or {}).get("drop"))] for n in summary["front"]]

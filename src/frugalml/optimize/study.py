@@ -163,7 +163,7 @@ class Heartbeat:
         self.thread.join()
 
 
-def tell(study: Any, trial: Any, outcome: dict, max_drop: float) -> None:
+def tell(study: Any, trial: Any, outcome: dict, limit: float) -> None:
     from optuna.trial import TrialState
 
     trial.set_user_attr("outcome", outcome)
@@ -171,7 +171,7 @@ def tell(study: Any, trial: Any, outcome: dict, max_drop: float) -> None:
         trial.set_user_attr("error", outcome.get("error", "?"))
         study.tell(trial, state=TrialState.FAIL)
         return
-    constraint = float(outcome["drop"]) - max_drop
+    constraint = float(outcome["drop"]) - limit
     trial.set_user_attr("constraint", constraint)
     if hasattr(trial, "set_constraint"):
         trial.set_constraint("max_drop", constraint)
@@ -253,7 +253,7 @@ def work(setup: Setup, study: Any, cfg: SearchConfig, clock: Clock, after_trial:
             chain = sample_chain(trial, setup.space)
             key = cache.chain_keys(trial_recipe(setup, chain, "key"))[-1]
         except FrugalError as e:  # a combination of options that does not validate: a failed trial
-            tell(study, trial, {"state": "failed", "error": str(e), "seconds": 0.0}, setup.max_drop)
+            tell(study, trial, {"state": "failed", "error": str(e), "seconds": 0.0}, setup.limit)
             continue
         for k, v in (("heartbeat", time.time()), ("chain", chain), ("chain_key", key)):
             trial.set_user_attr(k, v)
@@ -263,7 +263,7 @@ def work(setup: Setup, study: Any, cfg: SearchConfig, clock: Clock, after_trial:
         if original is not None:
             duplicates += 1
             trial.set_user_attr("duplicate_of", original.number)
-            tell(study, trial, original.user_attrs["outcome"], setup.max_drop)
+            tell(study, trial, original.user_attrs["outcome"], setup.limit)
             if duplicates >= MAX_DUPLICATES:
                 return f"{duplicates} proposals in a row repeated finished trials (the space looks exhausted)", ran
             continue
@@ -276,7 +276,7 @@ def work(setup: Setup, study: Any, cfg: SearchConfig, clock: Clock, after_trial:
             study.tell(trial, state=TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
-        tell(study, trial, outcome, setup.max_drop)
+        tell(study, trial, outcome, setup.limit)
         if outcome["state"] == "complete":
             costs = ", ".join(f"{o.name} {o.fmt(v)}" for o, v in zip(setup.objectives, outcome["values"][1:]))
             log.info("trial %d: val drop %.2f points, %s (%.0f s)", trial.number, outcome["drop"], costs,

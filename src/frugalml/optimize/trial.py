@@ -48,6 +48,7 @@ class Setup:
     objectives: list[Objective]
     max_drop: float
     prune_margin: float
+    select_margin: float = 0.0
     trust_code: bool = False
     space: dict = field(default_factory=dict)
 
@@ -57,6 +58,11 @@ class Setup:
         if q is None:
             raise ConfigError("the base model has no quality measured (measure.accuracy: false?); a search needs it")
         return float(q)
+
+    @property
+    def limit(self) -> float:
+        """The largest val drop a chosen pipeline may have: max_drop less the selection margin."""
+        return self.max_drop - self.select_margin
 
     def drop(self, metrics: dict) -> float | None:
         q = quality(metrics)
@@ -118,7 +124,7 @@ def run_trial(setup: Setup, number: int, chain: list[dict]) -> dict:
         cache.publish(setup.root / "cache", run_dir, recipe, keys)  # a killed worker loses one stage at most
         stages.append(stage_summary(name, kinds[name], metrics, setup))
         drop = stages[-1]["drop"]
-        if name != names[-1] and drop is not None and drop > setup.max_drop + setup.prune_margin:
+        if name != names[-1] and drop is not None and drop > setup.limit + setup.prune_margin:
             raise StopTrial(name, drop)
 
     outcome: dict[str, Any] = {"run_dir": str(run_dir.relative_to(setup.root)), "chain_key": keys[-1],
@@ -128,7 +134,7 @@ def run_trial(setup: Setup, number: int, chain: list[dict]) -> dict:
         results = run_recipe(recipe, run_dir, resume=bool(seeded), force=not seeded, source="frugal optimize",
                              trust_code=setup.trust_code, data=dataclasses.replace(setup.view), on_stage=on_stage)
     except StopTrial as stop:
-        log.info("trial %d: %s (max_drop %.2f + margin %.2f)", number, stop, setup.max_drop, setup.prune_margin)
+        log.info("trial %d: %s (limit %.2f + prune margin %.2f)", number, stop, setup.limit, setup.prune_margin)
         _partial_report(run_dir)
         outcome.update(state="pruned", pruned_after=stop.stage, drop=stop.drop)
     except FrugalError as e:  # this pipeline does not work for this model: record why, search on
