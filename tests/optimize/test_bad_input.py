@@ -80,3 +80,22 @@ def test_a_constraint_no_trial_meets_names_the_closest_and_keeps_them(tmp_path, 
         row = next(t for t in front["trials"] if t["number"] == n)
         assert (out / row["run_dir"] / "results.json").is_file()
     assert (out / "closest.yaml").is_file() and not (out / "best.yaml").exists()
+
+
+def test_select_margin_reaches_the_choice_and_the_early_stop(tmp_path, capsys):
+    """Through the command line: max_drop 5 less a margin of 5 leaves 0 points; the pruned trials (drops
+    of several points) are stopped early against that limit and none is chosen."""
+    space = {"prune": {"heavy": {"kind": "prune", "method": "structured", "ratio": {"low": 0.8, "high": 0.85, "step": 0.05},
+                                 "finetune": {"epochs": 0}},
+             },
+             "quantize": {"int8": {"kind": "quantize", "mode": "dynamic", "backend": "torch",
+                                   "references": {"fixed": []}}}}
+    out = tmp_path / "opt"
+    recipe = search_recipe(tmp_path, space=space, trials=2, max_drop=5.0, prune_margin=0.0)
+    assert main(["optimize", str(recipe), "--out", str(out), "--select-margin", "5"]) == 2
+    assert "no trial stayed within --max-drop 5.0 less --select-margin 5.0 points (val)" in _err(capsys)
+    front = json.loads((out / "front.json").read_text())
+    assert front["select_margin"] == 5.0 and front["best"] is None
+    assert json.loads((out / "optimize.json").read_text())["select_margin"] == 5.0
+    stopped = [t for t in front["trials"] if t["state"] == "stopped early"]
+    assert stopped and all(t["stopped_after"] == "prune" and t["drop"] > 0 for t in stopped)

@@ -16,8 +16,11 @@ pytest.importorskip("optuna")
 def search(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("search")
     out = tmp / "opt"
-    # its own base run doubles as a "hand-written" run to compare with (re-timed with the candidates)
-    code = main(["optimize", str(search_recipe(tmp)), "--out", str(out), "--trials", "4", "--compare", str(out / "base")])
+    # its first trial's run folder doubles as a "hand-written" run to compare with (read at the end), twice
+    # (the same run named twice is timed once); the base run has no stage after its first
+    trial0 = str(out / "trials" / "0000")
+    code = main(["optimize", str(search_recipe(tmp)), "--out", str(out), "--trials", "4",
+                 "--compare", trial0, trial0, str(out / "base")])
     assert code == 0
     return out, json.loads((out / "front.json").read_text())
 
@@ -95,7 +98,9 @@ def test_latency_candidates_are_re_timed_in_alternation_and_the_choice_is_made_o
     trials = [e for e in timed["entries"] if e["kind"] == "trial"]
     assert [e["number"] for e in trials] == [t["number"] for t in feasible[:4]]  # retime_top cheapest
     kinds = [e["kind"] for e in timed["entries"]]
-    assert kinds.count("base") == 1 and kinds.count("hand-written") == 1  # --compare's stage, within max_drop
+    assert kinds.count("base") == 1 and kinds.count("hand-written") == 1  # trial 0's last stage, once
+    hand = next(e for e in timed["entries"] if e["kind"] == "hand-written")
+    assert hand["key"].endswith("trials/0000/" + front["trials"][0]["chain"][-1]["name"])
     for e in timed["entries"]:
         assert len(e["rounds"]) == 3 and all(m > 0 for m in e["rounds"])
         assert e["median"] == sorted(e["rounds"])[1]
@@ -104,7 +109,7 @@ def test_latency_candidates_are_re_timed_in_alternation_and_the_choice_is_made_o
     header = (out / "best.yaml").read_text().split("kind:")[0]
     assert f"trial {front['best']} " in header and f"re-timed in 3 rounds alternating with {len(kinds) - 1} others" in header
     md = (out / "report.md").read_text()
-    assert "re-timed back to back" in md and "hand-written" in md
+    assert "re-timed back to back" in md and "| hand-written |" in md and "re-timed: latency-b64" in md
 
 
 def test_resuming_a_finished_search_with_a_larger_cap_adds_trials_only(search, tmp_path):
@@ -122,5 +127,5 @@ def test_a_different_space_on_resume_is_refused(search, tmp_path, capsys):
     out, _ = search
     recipe = search_recipe(tmp_path, space={"prune": {"none": {}}})
     assert main(["optimize", str(recipe), "--out", str(out), "--resume", "--trials", "9"]) == 2
-    assert "another recipe, space or objectives" in capsys.readouterr().err
+    assert "another recipe, space, objectives" in capsys.readouterr().err
 

@@ -27,7 +27,7 @@ def _study(limit: float):
 
 def _setup(cfg: SearchConfig) -> Setup:
     return Setup(root=Path("."), recipe=Recipe.model_validate({"stages": [{"kind": "train"}]}),
-                 base_artifact=Path("base"), base_metrics={"accuracy": 0.93, "latency_ms": {"64": {"median": 9.0}}},
+                 base_artifact=Path("base"), base_metrics={"accuracy": 0.93, "latency_ms": {"b64": {"median": 9.0}}},
                  view=None, objectives=[parse_objective("latency-b64")], max_drop=cfg.max_drop,
                  prune_margin=cfg.prune_margin, select_margin=cfg.select_margin)
 
@@ -43,6 +43,7 @@ def test_the_choice_keeps_the_margin(margin, best, feasible):
     assert summary["best"] == best
     assert [r["number"] for r in summary["trials"] if r["feasible"]] == feasible
     assert summary["max_drop"] == 1.0 and summary["select_margin"] == margin
+    assert summary["base"]["costs"] == {"latency-b64": 9.0}
     if best is None:  # nothing within the limit: the closest are named (the smallest drops first)
         assert summary["closest"] == [2, 1, 0]
     # the constraint Optuna's samplers see is the same limit: feasible <=> constraint <= 0

@@ -96,7 +96,8 @@ class SearchConfig(Config):
     startup_trials: int = Field(6, ge=2, description="TPE: random trials before it models the space; "
                                 "NSGA-II: its population size")
     prune_margin: float = Field(0.5, ge=0, description="a trial stops after an early stage whose drop already "
-                                "exceeds max_drop by this many points (later stages rarely win accuracy back)")
+                                "exceeds max_drop - select_margin by this many points (later stages rarely win "
+                                "accuracy back)")
     retime_top: int = Field(4, ge=1, description="latency objectives: the cheapest pipelines within the limit "
                             "that are timed again when the search ends, in alternation with the base model and "
                             "the fastest hand-written stages of `compare`; the choice is made on those timings")

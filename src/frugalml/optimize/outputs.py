@@ -2,7 +2,7 @@
 front, the best pipeline), `best.yaml` (a recipe `frugal run` reproduces it with), and the report.
 When no trial meets max_drop, the closest trials are named instead and `closest.yaml` holds the first.
 
-`front.json` (schema 1): {schema, recipe, objectives, max_drop, split: "val", base: {quality, costs},
+`front.json` (schema 1): {schema, recipe, objectives, max_drop, select_margin, split: "val", base: {quality, costs},
 trials: [{number, state, pipeline, drop, costs, feasible, run_dir, seconds, ...}], front: [numbers],
 best: number | null, closest: [numbers], retimed?: {objective, rounds, threads, entries: [{key, kind, number,
 drop, search, rounds, median}], best, search_best}, final?: {split: "test", base, trials: {number: {quality,

@@ -43,72 +43,92 @@ def _stage_dir(root: Path, row: dict) -> Path | None:
     return directory if directory is not None and (directory / "model.json").is_file() else None
 
 
-def handwritten_entries(run_dirs: list[str], objective: Objective, max_drop: float, n: int) -> list[Entry]:
-    """The `n` stages of hand-written runs fastest in `objective` (as they measured it) within max_drop
-    of their run's first stage (test split)."""
+def handwritten_entries(run_dirs: list[str], objective: Objective, max_drop: float) -> list[Entry]:
+    """Stages of hand-written runs within max_drop of their run's first stage (test split), fastest in
+    `objective` (as they measured it) first; the first stage itself is what they compress, not a
+    hand-written result. A run named twice counts once."""
     from frugalml.report import load_results
 
     found = []
-    for run_dir in run_dirs:
+    for run_dir in dict.fromkeys(run_dirs):
         try:
             stages = load_results(run_dir)["stages"]
         except FrugalError:
             continue  # the report names unreadable runs
         q0 = quality(stages[0]["metrics"]) if stages else None
-        for st in stages:
+        for st in stages[1:]:
             q, value = quality(st["metrics"]), objective.value(st["metrics"])
             directory = Path(run_dir) / "stages" / st["name"]
             if q is None or q0 is None or value is None or not (directory / "model.json").is_file():
                 continue
             drop = 100 * (q0 - q)
             if drop <= max_drop + 1e-9:
-                found.append(Entry(f"{Path(run_dir).name}/{st['name']}", "hand-written", directory, value, drop=drop))
-    return sorted(found, key=lambda e: e.search_value)[:n]
+                found.append(Entry(f"{run_dir}/{st['name']}", "hand-written", directory, value, drop=drop))
+    return sorted(found, key=lambda e: e.search_value)
 
 
-def entries(root: Path, summary: dict, setup: Setup, cfg: SearchConfig) -> list[Entry]:
+def candidates(root: Path, summary: dict, setup: Setup, cfg: SearchConfig) -> tuple[list[Entry], Entry, list[Entry]]:
+    """(trials within the limit, cheapest first; the base; hand-written stages, fastest first)."""
     objective = setup.objectives[0]
     done = sorted((r for r in summary["trials"] if r["feasible"] and r["costs"].get(objective.name) is not None),
                   key=lambda r: (r["costs"][objective.name], r["drop"], r["number"]))
-    out = []
-    for row in done:
-        directory = _stage_dir(root, row)
-        if directory is not None and len(out) < cfg.retime_top:
-            out.append(Entry(f"trial {row['number']}", "trial", directory, row["costs"][objective.name],
-                             number=row["number"], drop=row["drop"]))
-    if out:
-        out.append(Entry("base", "base", setup.base_artifact, summary["base"]["costs"].get(objective.name), drop=0.0))
-        out += handwritten_entries(list(cfg.compare), objective, setup.max_drop, HANDWRITTEN)
-    return out
+    trials = [Entry(f"trial {r['number']}", "trial", d, r["costs"][objective.name], number=r["number"], drop=r["drop"])
+              for r in done if (d := _stage_dir(root, r)) is not None]
+    base = Entry("base", "base", setup.base_artifact, summary["base"]["costs"].get(objective.name), drop=0.0)
+    return trials, base, handwritten_entries(list(cfg.compare), objective, setup.max_drop)
 
 
-def _runner(model: Any) -> Any:
+def _runner(e: Entry, setup: Setup, x: Any) -> Any:
+    """The entry's model as a callable, run once on `x`; FrugalError (or the model's own error, in one
+    line) when it cannot be loaded or cannot take the search's input."""
+    from frugalml import artifact
     from frugalml.measure.core import _model_runner
 
-    return model if getattr(model, "frugal_runtime", None) is not None else _model_runner(model)
+    spec = artifact.read_info(e.directory).get("spec")
+    if isinstance(spec, dict) and "input_shape" in spec and "num_classes" in spec:
+        setup.view.check_fits(spec, e.key)
+    model = artifact.load(e.directory, trust_code=setup.trust_code or setup.recipe.user_factories())
+    run = model if getattr(model, "frugal_runtime", None) is not None else _model_runner(model)
+    try:
+        import torch
+
+        with torch.inference_mode():
+            run(x)
+    except Exception as err:  # another model's stage: its own kernels say why, in any exception type
+        raise FrugalError(f"does not run on the search's input ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:160] if str(err) else ''})") from None
+    return run
 
 
 def retime(root: Path, summary: dict, setup: Setup, cfg: SearchConfig) -> dict | None:
     """Time the candidates again in alternation (see the module doc). Returns front.json's `retimed`
     (with `best`, the trial chosen on these timings), or None when there is nothing to re-time."""
-    from frugalml import artifact
     from frugalml.measure.latency import measure_latency
 
     objective = setup.objectives[0]
     if objective.batch is None or cfg.retime_rounds == 0:
         return None
-    todo = entries(root, summary, setup, cfg)
-    if sum(e.kind == "trial" for e in todo) < 1:
-        return None
-    runners: dict[str, Any] = {}
-    for e in todo:
-        try:
-            runners[e.key] = _runner(artifact.load(e.directory, trust_code=setup.trust_code
-                                                   or setup.recipe.user_factories()))
-        except FrugalError as err:  # a hand-written run moved or broken: compare without it
-            log.info("re-timing: %s not loaded (%s)", e.key, err)
-    todo = [e for e in todo if e.key in runners]
     x = setup.view.sample_input(objective.batch)
+    runners: dict[str, Any] = {}
+    todo: list[Entry] = []
+
+    def take(pool: list[Entry], n: int) -> None:
+        """The first `n` of `pool` that load and run; the others are left out with one line each."""
+        for e in pool:
+            if sum(t.kind == e.kind for t in todo) >= n:
+                return
+            try:
+                runners[e.key] = _runner(e, setup, x)
+                todo.append(e)
+            except FrugalError as err:  # moved, broken or made for other data: time the next one
+                log.warning("re-timing: %s left out: %s", e.key, err)
+
+    trials, base, hands = candidates(root, summary, setup, cfg)
+    take(trials, cfg.retime_top)
+    if not todo:
+        return None  # the choice stays on the search's own timings
+    take([base], 1)
+    take(hands, HANDWRITTEN)
     medians: dict[str, list[float]] = {e.key: [] for e in todo}
     threads = None
     for r in range(cfg.retime_rounds):

@@ -169,7 +169,8 @@ def _mark(root: Path, **fields: Any) -> None:
     marker = root / MARKER
     known = json.loads(marker.read_text()) if marker.is_file() else {"schema": 1}
     if fields.get("settings") and known.get("settings") not in (None, fields["settings"]):
-        raise ConfigError(f"{root}: was started with another recipe, space or objectives; resume with the same "
+        raise ConfigError(f"{root}: was started with another recipe, space, objectives, max_drop or select_margin "
+                          f"(see {MARKER}); resume with the same "
                           "ones (budget and trials may change), or use another --out")
     merged = {**known, **fields}
     if "created" in known:  # when the search started, not when it was last resumed
@@ -207,7 +208,7 @@ def optimize(source: str, *, data: str | None = None, root: str | None = None, o
     space = resolve_space(cfg, recipe, base_artifact, trust_code)
     settings = _settings(recipe, base, space, cfg)
     _mark(folder, settings=settings, objectives=[o.name for o in cfg.objectives()], max_drop=cfg.max_drop,
-          storage=storage or "sqlite: study.db")
+          select_margin=cfg.select_margin, storage=storage or "sqlite: study.db")
     atomic_write_text(folder / "space.yaml", yaml.safe_dump(space, sort_keys=False))
     clock = Clock(cfg.budget_seconds(), start)
     study = open_study(storage_for(storage, folder), f"frugal-{recipe.name}", len(cfg.objectives()), settings, cfg,
@@ -237,7 +238,10 @@ def optimize(source: str, *, data: str | None = None, root: str | None = None, o
         raise ConfigError(f"no trial finished ({reason}): every pipeline failed: {'; '.join(errors[:3])}")
     with file_lock(folder / ".outputs.lock"):
         summary = outputs.summarize(study, setup, cfg)
-        if summary["best"] is not None:
+        others = [t.number for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+        if others:  # workers still training on shared cores would distort it; the last one to stop re-times
+            log.info("re-timing left to the worker that stops last (trials %s still running)", others)
+        elif summary["best"] is not None:
             timed = retime(folder, summary, setup, cfg)
             if timed is not None:
                 summary["retimed"], summary["best"] = timed, timed["best"]
@@ -290,7 +294,7 @@ def print_summary(summary: dict, out: str | None = None) -> None:
     if timed:
         mine = next(e for e in timed["entries"] if e["number"] == best["number"])
         others = ", ".join(f"{e['key']} {e['median']:.3f}" for e in timed["entries"] if e is not mine)
-        print(f"      {timed['objective']} re-timed in {timed['rounds']} alternating rounds: {mine['median']:.3f} ms "
-              f"(others, ms: {others})")
+        print(f"      {timed['objective']} re-timed in {timed['rounds']} alternating rounds: {mine['median']:.3f} ms"
+              + (f" (others, ms: {others})" if others else ""))
     folder = Path(summary["folder"])
     print(f"recipe: {folder / 'best.yaml'}  front: {folder / 'front.json'}  report: {folder / 'report.html'}")
