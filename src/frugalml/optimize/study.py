@@ -173,10 +173,7 @@ def tell(study: Any, trial: Any, outcome: dict, limit: float) -> None:
         trial.set_user_attr("error", outcome.get("error", "?"))
         study.tell(trial, state=TrialState.FAIL)
         return
-    constraint = float(outcome["drop"]) - limit
-    trial.set_user_attr("constraint", constraint)
-    if hasattr(trial, "set_constraint"):
-        trial.set_constraint("max_drop", constraint)
+    _constrain(trial, float(outcome["drop"]), limit)
     if outcome["state"] == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
     else:
@@ -195,11 +192,15 @@ def tell_duplicate(study: Any, trial: Any, original: Any, limit: float) -> None:
     trial.set_user_attr("duplicate_of", original.number)
     trial.set_user_attr("outcome", outcome)
     if outcome.get("drop") is not None:
-        constraint = float(outcome["drop"]) - limit
-        trial.set_user_attr("constraint", constraint)
-        if hasattr(trial, "set_constraint"):
-            trial.set_constraint("max_drop", constraint)
+        _constrain(trial, float(outcome["drop"]), limit)
     study.tell(trial, state=TrialState.PRUNED)
+
+
+def _constrain(trial: Any, drop: float, limit: float) -> None:
+    """The constraint the samplers see (feasible when <= 0), kept as a user attribute too."""
+    trial.set_user_attr("constraint", drop - limit)
+    if hasattr(trial, "set_constraint"):
+        trial.set_constraint("max_drop", drop - limit)
 
 
 def _duplicate_of(study: Any, number: int, key: str) -> Any:
