@@ -101,10 +101,11 @@ def recipe_text(setup: Setup, row: dict, what: str, retimed: dict | None = None)
 
 
 def _retimed_line(row: dict, retimed: dict | None) -> list[str]:
-    mine = next((e for e in (retimed or {}).get("entries", []) if e["number"] == row["number"]), None)
-    if mine is None:
+    from frugalml.optimize.retime import entry
+
+    mine, base = entry(retimed, "trial", row["number"]), entry(retimed, "base")
+    if mine is None or retimed is None:
         return []
-    base = next((e for e in retimed["entries"] if e["kind"] == "base"), None)
     return [f"#   re-timed in {retimed['rounds']} rounds alternating with {len(retimed['entries']) - 1} others: "
             f"{retimed['objective']} {mine['median']:.3f} ms" + (f" (base {base['median']:.3f} ms)" if base else "")]
 

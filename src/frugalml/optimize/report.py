@@ -111,8 +111,10 @@ def sections(summary: dict, setup: Setup, cfg: SearchConfig) -> list[tuple[str, 
         timed = summary.get("retimed")
         how = "cheapest in the first objective"
         if timed:
-            mine = next(e for e in timed["entries"] if e["number"] == best["number"] and e["kind"] == "trial")
-            base = next((e for e in timed["entries"] if e["kind"] == "base"), None)
+            from frugalml.optimize.retime import entry
+
+            mine, base = entry(timed, "trial", best["number"]), entry(timed, "base")
+            assert mine is not None  # the choice is always one of the re-timed trials
             how = f"fastest when re-timed back to back ({timed['rounds']} rounds)"
             chosen.insert(-1, f"re-timed: {timed['objective']} {mine['median']:.3f} ms"
                           + (f" vs base {base['median']:.3f} ms ({base['median'] / mine['median']:.2f}× lower)"

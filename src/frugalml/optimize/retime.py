@@ -78,6 +78,11 @@ def candidates(root: Path, summary: dict, setup: Setup, cfg: SearchConfig) -> tu
     return trials, base, handwritten_entries(list(cfg.compare), objective, setup.max_drop)
 
 
+def entry(retimed: dict | None, kind: str, number: int | None = None) -> dict | None:
+    """The row of `retimed` (front.json's) for a trial (`kind` "trial" and its number) or the base."""
+    return next((e for e in (retimed or {}).get("entries", []) if e["kind"] == kind and e["number"] == number), None)
+
+
 def _runner(e: Entry, setup: Setup, x: Any) -> Any:
     """The entry's model as a callable, run once on `x`; FrugalError (or the model's own error, in one
     line) when it cannot be loaded or cannot take the search's input."""

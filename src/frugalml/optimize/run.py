@@ -35,7 +35,7 @@ from frugalml.optimize import outputs
 from frugalml.optimize.config import SearchConfig, search_config
 from frugalml.optimize.defaults import default_initial, default_space
 from frugalml.optimize.report import closest_message
-from frugalml.optimize.retime import retime
+from frugalml.optimize.retime import entry, retime
 from frugalml.optimize.space import check_space, initial_params, merge_space
 from frugalml.optimize.study import Clock, open_study, optuna_module, storage_for, work
 from frugalml.optimize.trial import Setup, selection_view
@@ -292,7 +292,8 @@ def print_summary(summary: dict, out: str | None = None) -> None:
                                                        else "") + f"; {costs}")
     timed = summary.get("retimed")
     if timed:
-        mine = next(e for e in timed["entries"] if e["number"] == best["number"])
+        mine = entry(timed, "trial", best["number"])
+        assert mine is not None  # the choice is always one of the re-timed trials
         others = ", ".join(f"{e['key']} {e['median']:.3f}" for e in timed["entries"] if e is not mine)
         print(f"      {timed['objective']} re-timed in {timed['rounds']} alternating rounds: {mine['median']:.3f} ms"
               + (f" (others, ms: {others})" if others else ""))
