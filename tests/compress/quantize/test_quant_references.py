@@ -85,3 +85,33 @@ def test_compiled_runner_compiles_once_per_batch_size_whatever_the_grad_mode(cnn
     with torch.enable_grad():
         torch.testing.assert_close(runner(x), expected, atol=1e-4, rtol=1e-4)
     assert runner.compiles == 2
+
+
+class _FreezingSpy(CompiledRunner):
+    """Records whether inductor freezing was on for each compilation."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__(module)
+        self.frozen: list[bool] = []
+
+    def _inductor(self, gm, example_inputs):
+        from torch._inductor import config as inductor_config
+
+        self.frozen.append(bool(inductor_config.freezing))
+        return super()._inductor(gm, example_inputs)
+
+
+def test_compiled_runner_compiles_again_with_freezing_after_a_dynamo_reset(cnn, data):
+    """torch.export (pt2e, ONNX export, loading a pt2e artifact) resets dynamo; the next call of a
+    model compiled before it used to compile again without freezing (int8 2-3x slower)."""
+    model, _ = cnn
+    runner = _FreezingSpy(model.eval())
+    x = data.sample_input(8)
+    expected = runner(x).clone()
+    torch._dynamo.reset()
+    torch.testing.assert_close(runner(x), expected)
+    # dynamo compiled it again outside the runner's patch; the runner then compiled a frozen graph
+    assert runner.frozen == [True, False, True]
+    runner(x)
+    runner(data.sample_input(1))  # a new shape on the recompiled function: frozen as well
+    assert runner.frozen == [True, False, True, True]
