@@ -25,11 +25,12 @@ class CompiledRunner:
     once for oneDNN). Static shapes: one graph per batch size, as inductor's int8 conv lowering
     rejects a symbolic batch; freezing is patched in only while a new shape compiles.
 
-    `torch.export` (pt2e quantization and loading, ONNX export) calls `torch._dynamo.reset()`, which
-    drops the graphs of every model compiled before it; the next call compiled again, outside the
-    freezing patch: int8 graphs ran 2-3x slower (a loaded trial timed 8.4 ms instead of 4.2 ms). A
-    compilation during a call of a known shape is therefore undone: the module is compiled again
-    through a function of its own (dynamo keeps graphs per code object), with freezing.
+    Strict `torch.export` (pt2e quantization and loading; ONNX export when its non-strict capture
+    fails) calls `torch._dynamo.reset()`, which drops the graphs of every model compiled before it;
+    the next call compiled again, outside the freezing patch: int8 graphs ran 2-3x slower (a loaded
+    trial timed 8.4 ms instead of 4.2 ms). A compilation during a call of a known shape is therefore
+    undone: the module is compiled again through a function of its own (dynamo keeps graphs per code
+    object), with freezing.
 
     Every call runs under `torch.inference_mode()`, the mode `measure_latency` times in: a graph
     compiled under `no_grad` is guarded on autograd dispatch keys and recompiles (without freezing)
