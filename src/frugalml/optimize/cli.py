@@ -12,7 +12,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from frugalml.optimize.run import print_summary
 
     flags = {"objective": args.objective, "also": args.also, "max_drop": args.max_drop,
-             "select_margin": args.select_margin, "budget": args.budget,
+             "select_margin": args.select_margin, "drop_as": args.drop_as, "budget": args.budget,
              "trials": args.trials, "seed": args.seed, "sampler": args.sampler, "compare": args.compare}
     summary = optimize(args.source, data=args.data, root=args.root, overrides=args.set, search=flags, out=args.out,
                        storage=args.storage, resume=args.resume, force=args.force, trust_code=args.trust_code)
@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction, trust: Callable[[argparse.Argume
     o.add_argument("--select-margin", type=float, metavar="POINTS",
                    help="choose only pipelines whose val drop is at most max-drop minus this (default 0): val "
                    "drops of retrained pipelines tend to under-estimate their test drops")
+    o.add_argument("--drop-as", choices=["objective", "constraint"],
+                   help="objective (default): the sampler minimises the accuracy drop with the costs (a front); "
+                   "constraint: it minimises the costs among pipelines within max-drop minus select-margin")
     o.add_argument("--budget", help="wall-clock budget: 90s, 30m, 1h")
     o.add_argument("--trials", type=int, metavar="N", help="stop once the study has N trials (all workers)")
     o.add_argument("--sampler", choices=["tpe", "nsga2"])

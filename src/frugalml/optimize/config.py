@@ -89,6 +89,12 @@ class SearchConfig(Config):
                                  "drops of retrained pipelines under-estimate their test drops: the cheapest of "
                                  "many trials is the luckiest estimate, and a val split drawn from the training "
                                  "pool is easier than a separate test set (BENCHMARKS.md measures both)")
+    drop_as: Literal["objective", "constraint"] = Field(
+        "objective", description="how the accuracy drop enters the sampler: `objective`, minimised with the "
+        "costs (multi-objective: the sampler explores the whole accuracy-vs-cost front); `constraint`, only "
+        "its limit (max_drop - select_margin): the sampler minimises the costs among the pipelines within it, "
+        "so its model of good trials holds the cheapest feasible ones rather than the low-drop, expensive "
+        "ones. The report's front is drawn from every trial's drop and costs either way")
     budget: str | float | None = Field(None, description="wall-clock budget of this command: 90s, 30m, 1h")
     trials: int | None = Field(None, ge=1, description="stop once the study has this many trials (all workers)")
     sampler: Literal["tpe", "nsga2"] = "tpe"

@@ -162,6 +162,8 @@ def _settings(recipe: Recipe, base: str, space: dict, cfg: SearchConfig) -> str:
             "objectives": [o.name for o in cfg.objectives()], "max_drop": cfg.max_drop}
     if cfg.select_margin:  # (absent when 0: folders from before the margin existed stay resumable)
         what["select_margin"] = cfg.select_margin
+    if cfg.drop_as != "objective":  # (absent by default, for the same reason)
+        what["drop_as"] = cfg.drop_as
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -169,7 +171,8 @@ def _mark(root: Path, **fields: Any) -> None:
     marker = root / MARKER
     known = json.loads(marker.read_text()) if marker.is_file() else {"schema": 1}
     if fields.get("settings") and known.get("settings") not in (None, fields["settings"]):
-        raise ConfigError(f"{root}: was started with another recipe, space, objectives, max_drop or select_margin "
+        raise ConfigError(f"{root}: was started with another recipe, space, objectives, max_drop, select_margin "
+                          "or drop_as "
                           f"(see {MARKER}); resume with the same "
                           "ones (budget and trials may change), or use another --out")
     merged = {**known, **fields}
@@ -211,8 +214,8 @@ def optimize(source: str, *, data: str | None = None, root: str | None = None, o
           select_margin=cfg.select_margin, storage=storage or "sqlite: study.db")
     atomic_write_text(folder / "space.yaml", yaml.safe_dump(space, sort_keys=False))
     clock = Clock(cfg.budget_seconds(), start)
-    study = open_study(storage_for(storage, folder), f"frugal-{recipe.name}", len(cfg.objectives()), settings, cfg,
-                       cfg.seed)
+    study = open_study(storage_for(storage, folder), f"frugal-{recipe.name}",
+                       len(cfg.objectives()) + (cfg.drop_as == "objective"), settings, cfg, cfg.seed)
     _seed_sampler(study, cfg, joined=storage is not None)
     if clock.left() <= 0 and not _finished(study):
         raise ConfigError(f"--budget {cfg.budget}: too small for one trial: preparing the base model took "

@@ -86,14 +86,15 @@ def make_sampler(cfg: SearchConfig, seed: int) -> Any:
                                       group=True, constant_liar=True, **kw)
 
 
-def open_study(storage: Any, name: str, objectives: int, settings: str, cfg: SearchConfig, seed: int) -> Any:
-    """Create the study, or join it: its objectives and settings must be the ones of this search."""
+def open_study(storage: Any, name: str, values: int, settings: str, cfg: SearchConfig, seed: int) -> Any:
+    """Create the study, or join it: its objectives and settings must be the ones of this search. `values`:
+    how many numbers a trial tells (the drop, unless `drop_as: constraint`, then the costs)."""
     optuna = optuna_module()
-    study = optuna.create_study(storage=storage, study_name=name, directions=["minimize"] * (1 + objectives),
+    study = optuna.create_study(storage=storage, study_name=name, directions=["minimize"] * values,
                                 sampler=make_sampler(cfg, seed), load_if_exists=True)
-    if len(study.directions) != 1 + objectives:
-        raise ConfigError(f"study {name!r} in this storage has {len(study.directions) - 1} objectives, not "
-                          f"{objectives}: use another --storage or --out")
+    if len(study.directions) != values:
+        raise ConfigError(f"study {name!r} in this storage minimises {len(study.directions)} values, not "
+                          f"{values} (other objectives or drop_as): use another --storage or --out")
     known = study.user_attrs.get("settings")
     if known is None:
         study.set_user_attr("settings", settings)
@@ -176,8 +177,9 @@ def tell(study: Any, trial: Any, outcome: dict, limit: float) -> None:
     _constrain(trial, float(outcome["drop"]), limit)
     if outcome["state"] == "pruned":
         study.tell(trial, state=TrialState.PRUNED)
-    else:
-        study.tell(trial, outcome["values"])
+    else:  # values = [drop, *costs]; a study with one value fewer keeps the drop as a constraint only
+        values = outcome["values"]
+        study.tell(trial, values[len(values) - len(study.directions):])
 
 
 def tell_duplicate(study: Any, trial: Any, original: Any, limit: float) -> None:

@@ -90,7 +90,7 @@ def test_compiled_runner_compiles_once_per_batch_size_whatever_the_grad_mode(cnn
 class _FreezingSpy(CompiledRunner):
     """Records whether inductor freezing was on for each compilation."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: torch.nn.Module) -> None:
         super().__init__(module)
         self.frozen: list[bool] = []
 
