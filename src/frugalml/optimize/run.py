@@ -211,11 +211,10 @@ def optimize(source: str, *, data: str | None = None, root: str | None = None, o
     space = resolve_space(cfg, recipe, base_artifact, trust_code)
     settings = _settings(recipe, base, space, cfg)
     _mark(folder, settings=settings, objectives=[o.name for o in cfg.objectives()], max_drop=cfg.max_drop,
-          select_margin=cfg.select_margin, storage=storage or "sqlite: study.db")
+          select_margin=cfg.select_margin, drop_as=cfg.drop_as, storage=storage or "sqlite: study.db")
     atomic_write_text(folder / "space.yaml", yaml.safe_dump(space, sort_keys=False))
     clock = Clock(cfg.budget_seconds(), start)
-    study = open_study(storage_for(storage, folder), f"frugal-{recipe.name}",
-                       len(cfg.objectives()) + (cfg.drop_as == "objective"), settings, cfg, cfg.seed)
+    study = open_study(storage_for(storage, folder), f"frugal-{recipe.name}", settings, cfg, cfg.seed)
     _seed_sampler(study, cfg, joined=storage is not None)
     if clock.left() <= 0 and not _finished(study):
         raise ConfigError(f"--budget {cfg.budget}: too small for one trial: preparing the base model took "
