@@ -78,6 +78,10 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
+# What a search folder's and a study's `settings` hash covers: a resume or a joining worker must match it.
+SETTINGS_COVER = "recipe, space, objectives, max_drop, select_margin or drop_as"
+
+
 class SearchConfig(Config):
     """How `frugal optimize` searches. Every key can also be given on the command line or with --set."""
 

@@ -32,7 +32,7 @@ import yaml
 from frugalml._io import atomic_write_json, atomic_write_text
 from frugalml.errors import ConfigError
 from frugalml.optimize import outputs
-from frugalml.optimize.config import SearchConfig, search_config
+from frugalml.optimize.config import SETTINGS_COVER, SearchConfig, search_config
 from frugalml.optimize.defaults import default_initial, default_space
 from frugalml.optimize.report import closest_message
 from frugalml.optimize.retime import entry, retime
@@ -171,9 +171,7 @@ def _mark(root: Path, **fields: Any) -> None:
     marker = root / MARKER
     known = json.loads(marker.read_text()) if marker.is_file() else {"schema": 1}
     if fields.get("settings") and known.get("settings") not in (None, fields["settings"]):
-        raise ConfigError(f"{root}: was started with another recipe, space, objectives, max_drop, select_margin "
-                          "or drop_as "
-                          f"(see {MARKER}); resume with the same "
+        raise ConfigError(f"{root}: was started with another {SETTINGS_COVER} (see {MARKER}); resume with the same "
                           "ones (budget and trials may change), or use another --out")
     merged = {**known, **fields}
     if "created" in known:  # when the search started, not when it was last resumed

@@ -29,7 +29,7 @@ from typing import Any
 
 from frugalml.errors import ConfigError, FrugalError, UnsupportedError
 from frugalml.optimize import cache
-from frugalml.optimize.config import SearchConfig
+from frugalml.optimize.config import SETTINGS_COVER, SearchConfig
 from frugalml.optimize.space import sample_chain
 from frugalml.optimize.trial import Setup, run_trial, trial_recipe
 
@@ -100,8 +100,7 @@ def open_study(storage: Any, name: str, settings: str, cfg: SearchConfig, seed: 
     if known is None:
         study.set_user_attr("settings", settings)
     elif known != settings:
-        raise ConfigError(f"study {name!r} was started with another recipe, space, objectives, max_drop or "
-                          "select_margin: resume with "
+        raise ConfigError(f"study {name!r} was started with another {SETTINGS_COVER}: resume with "
                           "the same ones, or use another --out/--storage")
     return study
 
