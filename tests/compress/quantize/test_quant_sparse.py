@@ -72,3 +72,20 @@ def test_an_onnx_artifact_counts_its_nonzeros_from_its_graph_after_loading(mode,
     loaded = artifact.load(tmp_path / "q")
     assert loaded.nonzero_params() == q.nonzero_params()
     assert 0.8 * nonzero < loaded.nonzero_params() <= 1.05 * nonzero
+
+
+@pytest.mark.parametrize("mode", ["static", "weight-only"])
+def test_a_torch_artifact_counts_the_same_nonzeros_after_loading(mode, cnn, data, tmp_path):
+    """Loaded, the float model behind a torch int8 artifact is a zeroed skeleton: its biases and norms
+    must be counted by shape, not as nonzeros, or the loaded model reports fewer weights than it saved."""
+    from frugalml import artifact
+
+    model, spec = cnn
+    sparse = prune(model, UnstructuredPrune(ratio=0.8), data)
+    q = quantize(sparse, QuantizeStage(mode=mode, backend="torch", references=[]), data, spec=spec, measure=FAST)
+    save_quantized(q, tmp_path / "q", spec)
+    loaded = artifact.load(tmp_path / "q")
+    assert q.nonzero_params() is not None
+    assert loaded.nonzero_params() == q.nonzero_params()
+    vectors = sum(p.numel() for p in sparse.parameters() if p.dim() < 2)
+    assert loaded.nonzero_params() > vectors  # the kernels' nonzeros are counted too

@@ -126,7 +126,9 @@ class QuantizedModel(nn.Module):
         """Nonzero weights counted in this model's own stored tensors (not the float model it came
         from): integer weight tensors (int8 codes, zero = 0 for symmetric weights) and float ones
         (fp16/bf16), matrices and kernels only; scales and zero points are not weights. Added to the
-        parameters the float model keeps outside those tensors (biases, norms). None: not countable."""
+        parameters the float model keeps outside those tensors (biases, norms), counted by their shapes:
+        loaded from an artifact, the float model is a zeroed skeleton, and counting its nonzeros gave a
+        loaded model fewer weights than the same model had when saved. None: not countable."""
         files, _ = self.artifact()
         stored = [t for f in files.values() if isinstance(f, SafeTensors) for k, t in f.tensors.items()
                   if t.dim() >= 2 and not any(w in k for w in ("scale", "zero_point"))
@@ -137,7 +139,7 @@ class QuantizedModel(nn.Module):
         matrices = sum(p.numel() for p in cost.parameters() if p.dim() >= 2)
         if sum(t.numel() for t in stored) < matrices:
             return None  # not every weight is in these tensors (e.g. some layers kept in float elsewhere)
-        others = sum(int((p != 0).sum()) for p in cost.parameters() if p.dim() < 2)
+        others = sum(p.numel() for p in cost.parameters() if p.dim() < 2)
         return others + sum(int((t != 0).sum()) for t in stored)
 
     # --- export hooks (frugalml.export) ------------------------------------------------------------
