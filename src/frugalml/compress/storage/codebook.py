@@ -6,9 +6,13 @@ better than density-based init). Pruned entries are not clustered and stay exact
 
 ``apply_codebooks`` puts a :class:`CodebookWeight` parametrization on each chosen weight: the module's
 trainable parameter becomes the codebook (``module.parametrizations.weight.original``, 2**bits values)
-and ``weight = where(mask, codebook[assignments], 0)``. Autograd through that indexing sums the
-gradients of all weights sharing a centroid, which is exactly the paper's centroid update, so any
-ordinary training loop fine-tunes the centroids. ``bake_codebooks`` turns the modules back into plain
+and ``weight = where(mask, codebook[assignments], 0)``, so any ordinary training loop fine-tunes the
+centroids. A centroid moves by the *mean* of the gradients of the weights sharing it, not their sum
+(the paper's update): with the sum a step grows with the cluster's population, so no one learning rate
+suits every layer and sparsity. On the Fashion-MNIST CNN at lr 0.01, 6-bit codebooks on the dense
+model (~860 weights per centroid in its largest conv) diverged to 10% accuracy with the sum (the 1-h
+size searches lost 83 points on every such trial) and kept 93.15% with the mean; 5-bit codebooks on
+the 90%-sparse model reached 91.60% (sum) and 92.05% (mean) after 300 steps. ``bake_codebooks`` turns the modules back into plain
 ones whose weights hold at most 2**bits distinct nonzero values; :func:`encode_tensor` then stores
 them as n-bit codes plus the codebook without being told.
 """
@@ -84,8 +88,14 @@ class CodebookWeight(nn.Module):
         self.register_buffer("assignments", assignments.to(torch.int32))
         self.register_buffer("mask", mask.to(torch.bool))
         self.register_buffer("initial", codebook.detach().clone())  # for centroids no weight chose
+        counts = torch.bincount(assignments[mask].long(), minlength=codebook.numel()).clamp(min=1)
+        # 1 / weights per centroid; derived, so not saved (checkpoints of earlier versions still load)
+        self.register_buffer("share", 1.0 / counts.to(torch.float32), persistent=False)
 
     def forward(self, codebook: torch.Tensor) -> torch.Tensor:
+        # exactly the same values (y - y is 0), with each centroid's gradient scaled by 1/population
+        scaled = codebook * self.share.to(codebook.dtype)
+        codebook = codebook.detach() + (scaled - scaled.detach())
         return torch.where(self.mask, codebook[self.assignments], 0.0)
 
     def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
