@@ -2,7 +2,8 @@
 clustered with k-means into 2**bits shared values (zeros stay zeros: pruned positions are not
 clustered; BatchNorm is first folded into the convolutions, exactly, so its statistics need no
 storage of their own), the centroids are fine-tuned through the one Trainer (`frugalml.compress.storage`'s
-parametrization sums the gradients of all weights sharing a centroid), then baked back into plain
+parametrization moves each centroid by the mean gradient of the weights sharing it, so one `qat.lr`
+suits dense and sparse layers alike), then baked back into plain
 weights. The model computes in fp32 as before; what shrinks is the file: the packed storage stores
 each weight as a `bits`-wide code, entropy-coded, plus its position when the model is sparse.
 
