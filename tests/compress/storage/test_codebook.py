@@ -1,4 +1,5 @@
-"""Weight sharing: k-means codebooks keep zeros, centroids fine-tune with their weights' mean gradient, bake to plain."""
+"""Weight sharing: k-means codebooks keep zeros, centroids fine-tune by their weights' mean gradient,
+bake to plain."""
 
 from __future__ import annotations
 

@@ -10,11 +10,12 @@ and ``weight = where(mask, codebook[assignments], 0)``, so any ordinary training
 centroids. A centroid moves by the *mean* of the gradients of the weights sharing it, not their sum
 (the paper's update): with the sum a step grows with the cluster's population, so no one learning rate
 suits every layer and sparsity. On the Fashion-MNIST CNN at lr 0.01, 6-bit codebooks on the dense
-model (~860 weights per centroid in its largest conv) diverged to 10% accuracy with the sum (the 1-h
-size searches lost 83 points on every such trial) and kept 93.15% with the mean; 5-bit codebooks on
-the 90%-sparse model reached 91.60% (sum) and 92.05% (mean) after 300 steps. ``bake_codebooks`` turns the modules back into plain
-ones whose weights hold at most 2**bits distinct nonzero values; :func:`encode_tensor` then stores
-them as n-bit codes plus the codebook without being told.
+model (~860 weights per centroid in its largest conv) diverged to 10% accuracy with the sum (a size
+search lost 45-84 points on 4 of its 5 codebook trials) and kept 93.15% with the mean; 5-bit codebooks
+on the 90%-sparse model reached 91.60% (sum) and 92.05% (mean) after 300 steps (BENCHMARKS.md).
+``bake_codebooks`` turns the modules back into plain ones whose weights hold at most 2**bits distinct
+nonzero values; :func:`encode_tensor` then stores them as n-bit codes plus the codebook without being
+told.
 """
 
 from __future__ import annotations
