@@ -17,7 +17,7 @@ optuna = pytest.importorskip("optuna")
 @pytest.mark.parametrize("drop_as, told", [("objective", [0.8, 2.0]), ("constraint", [2.0])])
 def test_a_trial_tells_the_drop_only_when_it_is_an_objective(drop_as, told):
     cfg = SearchConfig(max_drop=1.0, select_margin=0.5, trials=1, drop_as=drop_as)
-    study = open_study(optuna.storages.InMemoryStorage(), "s", "settings", cfg, 0)
+    study = open_study(optuna.storages.InMemoryStorage(), "s", "settings", cfg)
     trial = study.ask()
     tell(study, trial, {"state": "complete", "drop": 0.8, "values": [0.8, 2.0]}, 0.5)
     done = study.get_trials()[0]
@@ -28,9 +28,9 @@ def test_a_trial_tells_the_drop_only_when_it_is_an_objective(drop_as, told):
 def test_joining_a_study_that_minimises_other_values_is_refused():
     storage = optuna.storages.InMemoryStorage()
     cfg = SearchConfig(trials=1)
-    open_study(storage, "s", "settings", cfg, 0)
+    open_study(storage, "s", "settings", cfg)
     with pytest.raises(ConfigError, match="minimises 2 values, not 1"):
-        open_study(storage, "s", "settings", cfg.model_copy(update={"drop_as": "constraint"}), 0)
+        open_study(storage, "s", "settings", cfg.model_copy(update={"drop_as": "constraint"}))
 
 
 def test_a_constrained_search_runs_and_cannot_resume_as_multi_objective(tmp_path, capsys):

@@ -212,7 +212,7 @@ def optimize(source: str, *, data: str | None = None, root: str | None = None, o
           select_margin=cfg.select_margin, drop_as=cfg.drop_as, storage=storage or "sqlite: study.db")
     atomic_write_text(folder / "space.yaml", yaml.safe_dump(space, sort_keys=False))
     clock = Clock(cfg.budget_seconds(), start)
-    study = open_study(storage_for(storage, folder), f"frugal-{recipe.name}", settings, cfg, cfg.seed)
+    study = open_study(storage_for(storage, folder), f"frugal-{recipe.name}", settings, cfg)
     _seed_sampler(study, cfg, joined=storage is not None)
     if clock.left() <= 0 and not _finished(study):
         raise ConfigError(f"--budget {cfg.budget}: too small for one trial: preparing the base model took "

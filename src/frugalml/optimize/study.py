@@ -86,13 +86,13 @@ def make_sampler(cfg: SearchConfig, seed: int) -> Any:
                                       group=True, constant_liar=True, **kw)
 
 
-def open_study(storage: Any, name: str, settings: str, cfg: SearchConfig, seed: int) -> Any:
+def open_study(storage: Any, name: str, settings: str, cfg: SearchConfig) -> Any:
     """Create the study, or join it: its objectives and settings must be the ones of this search. A trial
     tells the drop and the costs, or only the costs with `drop_as: constraint`."""
     optuna = optuna_module()
     values = len(cfg.objectives()) + (cfg.drop_as == "objective")
     study = optuna.create_study(storage=storage, study_name=name, directions=["minimize"] * values,
-                                sampler=make_sampler(cfg, seed), load_if_exists=True)
+                                sampler=make_sampler(cfg, cfg.seed), load_if_exists=True)
     if len(study.directions) != values:
         raise ConfigError(f"study {name!r} in this storage minimises {len(study.directions)} values, not "
                           f"{values} (other objectives or drop_as): use another --storage or --out")
