@@ -64,6 +64,23 @@ def test_every_method_trains_and_reports_pseudo_labels(few, method, tmp_path):
     assert model(few.x_test[:2]).shape == (2, 4)
 
 
+def test_ema_hands_on_the_averaged_weights_and_leaves_training_alone(few, tmp_path):
+    def run(ema, where):
+        cfg = SemiSupStage(name="s", method={"name": "fixmatch", "mu": 2}, model=MLP, unlabelled_per_epoch=64, ema=ema)
+        return semisup(cfg, few, train=TRAIN, workdir=tmp_path / where)
+
+    last, plain = run(None, "plain")
+    almost_last, m_tiny = run(1e-9, "tiny")  # an average that is (almost) the last weights
+    averaged, m_avg = run(0.9, "avg")
+    assert "ema" not in plain["semisup"]
+    info = m_avg["semisup"]["ema"]
+    assert info["steps_averaged"] == 2 * 4 and info["decay"] == 0.9  # every optimizer step of 2 epochs
+    for (name, p), q, r in zip(last.named_parameters(), almost_last.parameters(), averaged.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name  # EMA does not change the training itself
+        assert not torch.allclose(p, r, atol=1e-4), name  # and the averaged weights are what comes back
+    assert info["val_accuracy_last_weights"] == m_tiny["semisup"]["ema"]["val_accuracy_last_weights"]
+
+
 def test_semisup_resumes_exactly_after_an_interruption(few, tmp_path, monkeypatch):
     from frugalml.datawise import semisup as stage_module
     from frugalml.stages import StageContext

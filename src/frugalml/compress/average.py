@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -88,24 +88,35 @@ class Soup(AverageStage):
 # --- the pieces -------------------------------------------------------------------------------------------
 
 
-def recompute_bn(model: nn.Module, data: DataBundle, batch_size: int = 256, max_batches: int | None = None) -> int:
+def recompute_bn(model: nn.Module, data: DataBundle | None, batch_size: int = 256, max_batches: int | None = None,
+                 *, x: torch.Tensor | None = None, skip: Collection[nn.Module] = ()) -> int:
     """Reset every BatchNorm's running statistics and re-estimate them (cumulative average) on the
-    training split in train mode without gradients; returns how many BatchNorm layers there were."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    training split (or on `x`) in train mode without gradients; BatchNorms in `skip` keep theirs.
+    Returns how many BatchNorm layers were recomputed."""
+    skipped = {id(m) for m in skip}
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+           and id(m) not in skipped]
     if not bns:
         return 0
+    if x is None:
+        if data is None:
+            raise ValueError("recompute_bn needs data or x")
+        x = data.x_train
     momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # None = cumulative moving average: every batch counts the same
     was_training = model.training
     model.train()
-    x = data.x_train
+    frozen = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) in skipped]
+    for m in frozen:
+        m.eval()  # normalises with its kept statistics and leaves them alone
+    device = next(model.parameters()).device
     with torch.no_grad():
         for i, start in enumerate(range(0, len(x), batch_size)):
             if max_batches is not None and i >= max_batches:
                 break
-            model(x[start : start + batch_size])
+            model(x[start : start + batch_size].to(device))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
     model.train(was_training)

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
+from frugalml.compress.average import WeightAverager, recompute_bn
 from frugalml.data.augment import AugmentConfig
 from frugalml.data.bundle import DataBundle
 from frugalml.datawise._freeze import FreezeAwareTrainer, Unfreeze, batchnorms, freeze, unfreeze_all
@@ -26,8 +27,10 @@ from frugalml.errors import ConfigError
 from frugalml.models import ModelConfig, build_model
 from frugalml.stages import StageConfig, StageContext, register_stage
 from frugalml.train import TrainOverrides, merge_train, predict_logits
+from frugalml.train.evaluate import evaluate
 
 POOL_STATS_SAMPLES = 10_000  # pool samples the final pseudo-label statistics are measured on
+BN_SAMPLES = 10_240  # pool samples that re-estimate BatchNorm statistics for the averaged (EMA) weights
 
 
 class SemiSupStage(StageConfig):
@@ -42,6 +45,10 @@ class SemiSupStage(StageConfig):
     unfreeze: Unfreeze = Field("all", description="layer groups that train besides the head (head, N, all)")
     lr_decay: float = Field(1.0, gt=0, le=1, description="discriminative lr per layer group below the head")
     freeze_bn: bool = Field(False, description="keep every BatchNorm's statistics (e.g. of a pretrained network)")
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="keep an exponential moving average of the weights with this decay per step "
+        "(FixMatch: 0.999) and hand it on instead of the last weights; the BatchNorm statistics of the trained "
+        "layers are then re-estimated on the unlabelled pool")
     train: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
 
     def starts_fresh(self) -> bool:
@@ -79,6 +86,26 @@ def pool_statistics(model: nn.Module, data: DataBundle, threshold: float, seed: 
             "accuracy": float((pred == data.y_unlabelled[idx]).float().mean())}
 
 
+def _apply_ema(model: nn.Module, averager: WeightAverager, data: DataBundle, frozen_bn: list[nn.Module]) -> dict:
+    """Load the averaged weights into `model` and re-estimate the trained BatchNorms' statistics on (a
+    seeded sample of) the pool: the running statistics of the last weights do not describe the average."""
+    assert data.x_unlabelled is not None
+    report: dict = {"decay": averager.decay, "steps_averaged": averager.count}
+    if averager.count == 0:
+        return report
+    if len(data.y_val):
+        report["val_accuracy_last_weights"] = evaluate(model, data.x_val, data.y_val)
+    if len(data.y_test):  # reported next to the stage's own (averaged) test accuracy; nothing picks on it
+        report["test_accuracy_last_weights"] = evaluate(model, data.x_test, data.y_test)
+    averager.apply(model)
+    idx = torch.randperm(len(data.x_unlabelled), generator=torch.Generator().manual_seed(0))[:BN_SAMPLES]
+    report["bn_layers_recomputed"] = recompute_bn(model, None, x=data.x_unlabelled[idx], skip=frozen_bn)
+    if len(data.y_val):
+        report["val_accuracy_ema"] = evaluate(model, data.x_val, data.y_val)
+    model.eval()
+    return report
+
+
 def semisup(model: nn.Module, cfg: SemiSupStage, ctx: StageContext) -> nn.Module:
     """Train `model` with `cfg.method`; statistics go to ctx.extra_metrics["semisup"]."""
     data = ctx.data
@@ -95,16 +122,19 @@ def semisup(model: nn.Module, cfg: SemiSupStage, ctx: StageContext) -> nn.Module
     steps = max(1, math.ceil(per_epoch / method.stream.batch))
     scales, frozen_bn = freeze(model, cfg.unfreeze, cfg.lr_decay)
     frozen_bn = batchnorms(model) if cfg.freeze_bn else frozen_bn
+    averager = WeightAverager("ema", decay=cfg.ema) if cfg.ema is not None else None
     trainer = SemiSupTrainer(
-        model, data, tcfg, loss_terms=[method], callbacks=[method], frozen_bn=frozen_bn,
+        model, data, tcfg, loss_terms=[method], callbacks=[method, *([averager] if averager else [])],
+        frozen_bn=frozen_bn,
         lr_scales=None if cfg.unfreeze == "all" and cfg.lr_decay == 1 else scales, steps_per_epoch=steps,
         checkpoint_dir=ctx.workdir / "checkpoint", log=ctx.log,
     )
     t0 = time.perf_counter()
     result = trainer.fit(resume=ctx.resume)
     unfreeze_all(trainer.model)
+    ema = _apply_ema(trainer.model, averager, data, frozen_bn) if averager is not None else None
     ctx.extra_metrics["semisup"] = {
-        "method": cfg.method.to_dict(),
+        "method": cfg.method.to_dict(), **({"ema": ema} if ema is not None else {}),
         "labelled": len(data.y_train), "unlabelled": len(data.x_unlabelled), "steps_per_epoch": steps,
         "pseudo_labels": pool_statistics(trainer.model, data, cfg.method.threshold, ctx.seed),
         "seconds_this_session": round(time.perf_counter() - t0, 2),

@@ -50,6 +50,18 @@ def test_recompute_bn_estimates_the_statistics_of_the_training_data(data):
     assert bn.momentum == 0.1 and not model.training  # momentum and mode restored
 
 
+def test_recompute_bn_on_given_inputs_leaves_skipped_batchnorms_alone(data):
+    model = _cnn(data).eval()
+    first, second = model.features[0][1], model.features[1][1]
+    kept = (second.running_mean.clone(), second.running_var.clone())
+    x = data.x_test[:64] * 3.0  # not the training split: the statistics must come from these inputs
+    with torch.no_grad():
+        conv_out = model.features[0][0](x)
+    assert recompute_bn(model, None, batch_size=len(x), x=x, skip=[second]) == 2
+    assert torch.allclose(first.running_mean, conv_out.mean((0, 2, 3)), atol=1e-5)
+    assert torch.equal(second.running_mean, kept[0]) and torch.equal(second.running_var, kept[1])
+
+
 def test_swa_is_the_mean_of_the_snapshots_and_ema_follows_its_formula():
     model = nn.Linear(3, 2)
     trainer = SimpleNamespace(model=model)
