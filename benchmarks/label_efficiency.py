@@ -22,7 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "fashion-mnist-labels.yaml"
-METHODS = ("supervised", "augmented", "probe", "finetune", "finetune96", "fixmatch", "fixmatch-ema", "fixmatch-transfer")
+METHODS = ("supervised", "augmented", "probe", "finetune", "finetune96", "fixmatch", "fixmatch-ema", "fixmatch-long",
+           "fixmatch-transfer")
 BUDGETS = (10, 30, 60, 100, 600)
 # epochs of from-scratch training per budget: ~800 to ~5,600 optimizer steps at batch 32
 SCRATCH_EPOCHS = {10: 200, 30: 150, 60: 100, 100: 80, 600: 30}
