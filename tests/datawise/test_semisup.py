@@ -81,11 +81,12 @@ def test_ema_hands_on_the_averaged_weights_and_leaves_training_alone(few, tmp_pa
     assert info["val_accuracy_last_weights"] == m_tiny["semisup"]["ema"]["val_accuracy_last_weights"]
 
 
-def test_semisup_resumes_exactly_after_an_interruption(few, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ema", [None, 0.9])  # with ema, the average itself must survive the interruption
+def test_semisup_resumes_exactly_after_an_interruption(few, tmp_path, monkeypatch, ema):
     from frugalml.datawise import semisup as stage_module
     from frugalml.stages import StageContext
 
-    cfg = SemiSupStage(name="s", method={"name": "flexmatch", "mu": 2}, model=MLP, unlabelled_per_epoch=32)
+    cfg = SemiSupStage(name="s", method={"name": "flexmatch", "mu": 2}, model=MLP, unlabelled_per_epoch=32, ema=ema)
     full, _ = semisup(cfg, few, train=TRAIN, workdir=tmp_path / "full")
     end_epoch = stage_module.SemiSupTrainer._end_epoch
 
