@@ -124,7 +124,7 @@ def semisup(model: nn.Module, cfg: SemiSupStage, ctx: StageContext) -> nn.Module
     frozen_bn = batchnorms(model) if cfg.freeze_bn else frozen_bn
     averager = WeightAverager("ema", decay=cfg.ema) if cfg.ema is not None else None
     trainer = SemiSupTrainer(
-        model, data, tcfg, loss_terms=[method], callbacks=[method, *([averager] if averager else [])],
+        model, data, tcfg, loss_terms=[method], callbacks=[method, averager] if averager else [method],
         frozen_bn=frozen_bn,
         lr_scales=None if cfg.unfreeze == "all" and cfg.lr_decay == 1 else scales, steps_per_epoch=steps,
         checkpoint_dir=ctx.workdir / "checkpoint", log=ctx.log,
