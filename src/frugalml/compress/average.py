@@ -108,8 +108,7 @@ def recompute_bn(model: nn.Module, data: DataBundle | None, batch_size: int = 25
         m.momentum = None  # None = cumulative moving average: every batch counts the same
     was_training = model.training
     model.train()
-    frozen = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) in skipped]
-    for m in frozen:
+    for m in skip:
         m.eval()  # normalises with its kept statistics and leaves them alone
     device = next(model.parameters()).device
     with torch.no_grad():
