@@ -21,6 +21,7 @@ CASES = [
     ("static", "onnxruntime", {"observer": "histogram"}), ("static", "onnxruntime", {"observer": "minmax"}),
     ("static", "pt2e", {"observer": "minmax"}), ("static", "torch", {"observer": "minmax"}),
     ("weight-only", "torch", {"bits": 8}), ("weight-only", "torch", {"bits": 4}),
+    ("dynamic", "onnxruntime", {"smooth": 0.85}), ("static", "onnxruntime", {"observer": "minmax", "smooth": 0.85}),
     ("fp16", "torch", {}), ("bf16", "torch", {}),
 ]
 # what must reach which fidelity (mean cosine to the float model); int4 weights are coarse on a 32-wide model

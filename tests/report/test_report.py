@@ -106,3 +106,28 @@ def test_ratios_against_the_chain_start_and_the_parent_and_a_larger_artifact_is_
     other = _stage("mlp", "train", None, 0.8, 10, 1.0)
     by_name = {s["name"]: s for s in (base, q, big, other)}
     assert root_of(big, by_name) is base and root_of(other, by_name) is other
+
+
+def test_an_embedding_run_at_batch_32_is_labelled_with_its_batch_and_metric(tmp_path):
+    """A transformer run measures b1 and b32 and its quality is cosine: the tables say so in their column
+    names, and the fp32 references' b32 medians appear (they were shown as '–' under a b64 header)."""
+
+    def stage(name, parent, cos, b32, refs=None):
+        m = {"quality": cos, "quality_metric": "cosine", "cosine": cos, "macs": 1000, "params": 100,
+             "nonzero_params": 100, "size_bytes": 1000, "runtime": "onnxruntime-int8",
+             "latency_ms": {"b1": {"median": b32 / 30, "p90": b32 / 29}, "b32": {"median": b32, "p90": b32 * 1.05}}}
+        if refs:
+            m["reference_latency_ms"] = {k: {"b1": {"median": v / 30}, "b32": {"median": v}} for k, v in refs.items()}
+            m["candidates"] = [{"backend": "onnxruntime", "chosen": True, "accuracy": cos,
+                                "latency_ms": {"b1": {"median": b32 / 30}, "b32": {"median": b32}}}]
+        return {"name": name, "kind": "train" if parent is None else "quantize", "parent": parent, "metrics": m}
+
+    res = _results(stage("teacher", None, 1.0, 600.0),
+                   stage("int8", "teacher", 0.9976, 245.0, refs={"fp32-eager": 677.0, "fp32-onnxruntime": 328.0}))
+    md = write_reports(tmp_path, res)["md"].read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| stage | kind |"))
+    assert "b32 ms" in header and "speedup b32" in header and "cosine" in header and "b64" not in header
+    assert "accuracy" not in header and "Δcosine" in header
+    assert "| int8 | fp32-onnxruntime | 10.933 | 328.000 | " in md  # the reference's b32 median, not '–'
+    assert "| int8 | onnxruntime | 99.76% | 8.167 | 245.000 | yes |" in md
+    assert "b32: the largest batch measured" in md and "b64" not in md.split("## machine")[0]

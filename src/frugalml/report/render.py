@@ -21,6 +21,7 @@ from frugalml.report.tables import (
     all_warnings,
     candidate_rows,
     env_lines,
+    labelled,
     method_lines,
     reference_rows,
     stage_rows,
@@ -48,13 +49,13 @@ def _sections(runs: list[tuple[str, dict]]) -> list[tuple[str, list[str], list[l
         prefix = f"{label}: " if len(runs) > 1 else ""
         stages = res["stages"]
         secs.append((f"{prefix}stages (each compared with the stage its chain started from; ref = such a stage)",
-                     COLUMNS, stage_rows(stages)))
+                     labelled(COLUMNS, stages), stage_rows(stages)))
         refs = reference_rows(stages)
         if refs:
-            secs.append((f"{prefix}honest baselines (measured in the same run)", REF_COLUMNS, refs))
+            secs.append((f"{prefix}honest baselines (measured in the same run)", labelled(REF_COLUMNS, stages), refs))
         cands = candidate_rows(stages)
         if cands:
-            secs.append((f"{prefix}backend candidates", CAND_COLUMNS, cands))
+            secs.append((f"{prefix}backend candidates", labelled(CAND_COLUMNS, stages), cands))
         labels = label_rows(stages, res)
         if labels:
             secs.append((f"{prefix}label efficiency (labels the model was trained with)", LABEL_COLUMNS, labels))

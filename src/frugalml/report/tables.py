@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from frugalml.report.compare import compare, lat, quality, warnings_for
+from frugalml.report.compare import batch_key, compare, lat, quality, quality_name, warnings_for
 
 COLUMNS = [
     "stage", "kind", "parent", "accuracy", "Δacc (pts)", "params", "nonzero", "MACs", "size", "× vs fp32 weights",
     "× vs parent", "b1 ms", "b64 ms", "speedup b64", "vs best fp32 b64", "MAC ratio", "runtime",
     "energy mJ/sample (est.)",
 ]
+
+
+def big_batch(stages: list[dict]) -> str:
+    """The batch the "b64" columns show: b64, or the largest batch the run measured (b32 for a transformer)."""
+    latency = (stages[0]["metrics"].get("latency_ms") or {}) if stages else {}
+    return batch_key(latency, "b64")
+
+
+def labelled(columns: list[str], stages: list[dict]) -> list[str]:
+    """Column names with the run's large batch (e.g. b32) and quality metric (e.g. cosine) in them."""
+    big, q = big_batch(stages), quality_name(stages)
+    out = [c.replace("b64", big) for c in columns]
+    if q != "accuracy":
+        out = [c.replace("Δacc", f"Δ{q}").replace("accuracy", q) for c in out]
+    return out
 
 
 def _num(v: float | None, fmt: str = "{:.3g}") -> str:
@@ -77,11 +92,11 @@ def reference_rows(stages: list[dict]) -> list[list[str]]:
         m = st["metrics"]
         refs = m.get("reference_latency_ms") or {}
         for runtime, lt in refs.items():
+            big = lt.get(batch_key(lt), {}).get("median")
             rows.append([
-                st["name"], runtime, _num(lt.get("b1", {}).get("median"), "{:.3f}"),
-                _num(lt.get("b64", {}).get("median"), "{:.3f}"),
+                st["name"], runtime, _num(lt.get("b1", {}).get("median"), "{:.3f}"), _num(big, "{:.3f}"),
                 _num(_safe_div(lt.get("b1", {}).get("median"), lat(m, "b1")), "{:.2f}×"),
-                _num(_safe_div(lt.get("b64", {}).get("median"), lat(m, "b64")), "{:.2f}×"),
+                _num(_safe_div(big, lat(m, "b64")), "{:.2f}×"),
             ])
     return rows
 
@@ -94,7 +109,8 @@ def candidate_rows(stages: list[dict]) -> list[list[str]]:
             rows.append([
                 st["name"], str(c.get("backend", "?")),
                 _num(None if c.get("accuracy") is None else 100 * c["accuracy"], "{:.2f}%"),
-                _num((lt.get("b1") or {}).get("median"), "{:.3f}"), _num((lt.get("b64") or {}).get("median"), "{:.3f}"),
+                _num((lt.get("b1") or {}).get("median"), "{:.3f}"),
+                _num((lt.get(batch_key(lt)) or {}).get("median"), "{:.3f}"),
                 "yes" if c.get("chosen") else "" if c.get("error") is None else f"failed: {c['error']}",
             ])
     return rows
@@ -123,18 +139,19 @@ def env_lines(results: dict) -> list[str]:
 
 def method_lines(stages: list[dict]) -> list[str]:
     m = stages[0]["metrics"] if stages else {}
-    b64 = (m.get("latency_ms") or {}).get("b64", {})
+    big = big_batch(stages)
+    b64 = (m.get("latency_ms") or {}).get(big, {})
     energy = (m.get("energy_mj_per_sample") or {}).get("method", "")
     return [
         ("accuracy: top-1 on the test split" if m.get("quality_metric", "accuracy") == "accuracy" else
-         f"accuracy column: the task's quality, {m.get('quality_metric')} to the reference model's outputs on the"
+         f"{m.get('quality_metric')}: the task's quality, {m.get('quality_metric')} to the reference model's outputs on the"
          " test split (×100)") + "; latency: inference mode, fixed threads, warm-up then the median"
         f" and p90 of at least {b64.get('iterations', '?')} timed iterations (real test inputs)"
-        + ("" if "b64" in (m.get("latency_ms") or {}) else "; b64 columns: the largest batch measured"),
+        + ("" if big == "b64" else f"; {big}: the largest batch measured"),
         "MACs/FLOPs per sample: torch.utils.flop_counter on one sample; size: bytes of the artifact files"
         " frugalml.load reads back; × vs fp32 weights: 4 bytes per parameter of the chain's first model"
         " (how the literature counts) over that size; × vs parent: the parent stage's size over this one's",
-        "speedup b64: the chain's first model's fp32 eager median over this stage's; vs best fp32: the fastest fp32"
+        f"speedup {big}: the chain's first model's fp32 eager median over this stage's; vs best fp32: the fastest fp32"
         " runtime measured for the stage its chain started from (ONNX Runtime, torch.compile, eager) over this"
         " stage's",
         ("energy: estimated, not measured" if (m.get("energy_mj_per_sample") or {}).get("estimated", True)

@@ -66,6 +66,10 @@ class QuantizeStage(StageConfig):
     tolerance: float = Field(
         0.5, ge=0, description="allowed val-accuracy drop in points, for backend auto and mixed_precision"
     )
+    smooth: float | None = Field(
+        None, gt=0, le=1, description="SmoothQuant alpha (0..1] for modes static/dynamic: move activation outliers "
+        "into the weights, calibrated on training batches, before int8 (backend onnxruntime; transformers)"
+    )
     mixed_precision: bool = Field(
         False, description="keep the most sensitive layers in float until the drop is within tolerance"
     )
@@ -98,9 +102,13 @@ class QuantizeStage(StageConfig):
                 raise ValueError(f"layer_bits: code widths must lie in 2..8 (got {bad})")
         if self.mixed_precision and self.mode != "static":
             raise ValueError(f"mixed_precision needs mode: static (mode is {self.mode!r})")
+        if self.smooth is not None and self.mode not in ("static", "dynamic"):
+            raise ValueError(f"smooth needs mode: static or dynamic (int8 activations); mode is {self.mode!r}")
         if self.backend != "auto":
             try:
-                get_backend(self.mode, self.backend)
+                impl = get_backend(self.mode, self.backend)
             except ConfigError as e:
                 raise ValueError(str(e)) from None
+            if self.smooth is not None and not impl.smooths:
+                raise ValueError(f"smooth: backend {self.backend} cannot smooth; use backend: onnxruntime")
         return self

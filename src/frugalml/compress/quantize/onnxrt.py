@@ -212,6 +212,7 @@ class OnnxRuntimeBackend(Backend):
     about = "ONNX Runtime int8"
     modes = ("static", "dynamic")
     formats = (FORMAT, "onnx-fp32")
+    smooths = True
 
     def missing(self) -> str | None:
         for module in ("onnxruntime", "onnx"):
@@ -229,6 +230,14 @@ class OnnxRuntimeBackend(Backend):
         # embedding tables become int8 (per row) before export: ONNX Runtime's own Gather quantization
         # is per tensor, and without it they would stay float32 (half of a small transformer's bytes)
         graph = copy.deepcopy(model).eval()
+        smoothing = None
+        if settings.get("smooth") is not None:
+            from frugalml.compress.quantize.smooth import smooth_linears
+
+            smoothing = smooth_linears(graph, ctx.batches(), settings["smooth"])
+            ctx.log.info("smooth (alpha %s): %d Linear(s) in %d group(s); largest outlier channel %.1fx -> %.1fx "
+                         "the median", smoothing["alpha"], smoothing["linears"], smoothing["groups"],
+                         smoothing["outlier_ratio_before"] or 0, smoothing["outlier_ratio_after"] or 0)
         if has_embeddings(graph):
             quantize_embeddings(graph)
             settings = {**settings, "embeddings": "int8"}
@@ -242,6 +251,8 @@ class OnnxRuntimeBackend(Backend):
         note = embedding_note(graph)
         if note:
             q.frugal_report["embeddings"] = note
+        if smoothing is not None:
+            q.frugal_report["smooth"] = smoothing
         return q
 
     def load(self, directory: Path, info: dict, trust_code: Trust = False) -> OnnxModel:

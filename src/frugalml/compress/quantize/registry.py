@@ -37,6 +37,7 @@ class Backend:
     formats: ClassVar[tuple[str, ...]]  # artifact formats it saves and loads
     keeps_batchnorm: ClassVar[bool] = False  # can honour `fuse: false`
     keeps_float_layers: ClassVar[bool] = False  # can leave named layers in float (mixed precision)
+    smooths: ClassVar[bool] = False  # applies `smooth` (SmoothQuant) before quantizing
 
     def missing(self) -> str | None:
         """What this machine lacks to run the backend, as one line (None: nothing)."""

@@ -32,6 +32,8 @@ def settings_of(cfg: QuantizeStage, backend: str, float_layers: list[str] | None
         settings.update(bits=cfg.bits, layer_bits=cfg.layer_bits, fold_batchnorm=cfg.fold_batchnorm)
     if float_layers:
         settings["float_layers"] = list(float_layers)
+    if cfg.smooth is not None:
+        settings["smooth"] = cfg.smooth
     return settings
 
 
@@ -75,6 +77,8 @@ def build(
         raise UnsupportedError(
             f"backend {backend} always folds BatchNorm into convs; fuse: false needs backend torch"
         )
+    if cfg.smooth is not None and not impl.smooths:
+        raise UnsupportedError(f"smooth (SmoothQuant) is implemented for backend onnxruntime, not {backend}")
     if float_layers is not None and not impl.keeps_float_layers:
         raise UnsupportedError(f"mixed_precision needs a backend that keeps layers in float, not {backend}")
     return MODES[cfg.mode].build(impl, model, settings_of(cfg, backend, float_layers), ctx)
@@ -151,7 +155,7 @@ def quantize(
         )
     mode = MODES[cfg.mode]
     names = [b.name for b in backends_for(cfg.mode)] if cfg.backend == "auto" else [cfg.backend]
-    if data is None and (mode.needs_data or len(names) > 1 or cfg.mixed_precision):
+    if data is None and (mode.needs_data or len(names) > 1 or cfg.mixed_precision or cfg.smooth is not None):
         raise ConfigError(
             f"quantize mode {cfg.mode!r} with backend {cfg.backend!r} needs data (calibration/val)"
         )
