@@ -43,48 +43,53 @@ class Smoothed(nn.Module):
         return self.linear(x * self.inv_scale)
 
 
-def _observe(model: nn.Module, batches: list[Any]) -> tuple[list[list[str]], dict[str, torch.Tensor]]:
-    """Groups of Linears that read the same tensor (from the first batch) and, per group, the absolute
-    maximum of each input channel over all batches. A Linear called more than once per forward (shared
-    weights, a loop) is left out: one factor cannot serve several different inputs' groups."""
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n}
-    seen: dict[int, list[str]] = {}
-    held: list[torch.Tensor] = []  # keeps the first batch's inputs alive so their ids stay unique
-    first: dict[str, str] = {}  # linear -> the group leader (the first linear that read its input)
-    amax: dict[str, torch.Tensor] = {}
-    state = {"first_batch": True}
-    calls_again: set[str] = set()
-
-    def hook(name: str):
-        def record(module: nn.Module, inputs: tuple, output: Any) -> None:
-            x = inputs[0]
-            if state["first_batch"]:
-                if name in first:
-                    calls_again.add(name)
-                group = seen.setdefault(id(x), [])
-                group.append(name)
-                first[name] = group[0]
-                held.append(x)
-            if first.get(name) != name:
-                return  # the same input as its leader: counted once
-            a = x.detach().abs().reshape(-1, x.shape[-1]).amax(0).float()
-            amax[name] = torch.maximum(amax[name], a) if name in amax else a
-
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in linears.items()]
+def _run_with_hooks(model: nn.Module, hook: Any, batches: list[Any]) -> None:
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, nn.Linear) and n]
     try:
         with torch.inference_mode():
-            for i, batch in enumerate(batches):
+            for batch in batches:
                 model(batch)
-                if i == 0:
-                    state["first_batch"] = False
-                    held.clear()
     finally:
         for h in handles:
             h.remove()
-    groups = [g for g in seen.values() if not calls_again.intersection(g)]
-    return groups, amax
+
+
+def _groups(model: nn.Module, example: Any) -> list[list[str]]:
+    """Linears that read the same tensor, from one forward on a couple of rows (the inputs are held so
+    their ids stay unique). A Linear called more than once per forward (shared weights, a loop) is left
+    out: one factor cannot serve several inputs' groups."""
+    seen: dict[int, list[str]] = {}
+    held: list[torch.Tensor] = []
+    called: set[str] = set()
+    again: set[str] = set()
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: tuple, output: Any) -> None:
+            (again if name in called else called).add(name)
+            seen.setdefault(id(inputs[0]), []).append(name)
+            held.append(inputs[0])
+
+        return record
+
+    _run_with_hooks(model, hook, [example])
+    return [g for g in seen.values() if not again.intersection(g)]
+
+
+def _channel_amax(model: nn.Module, leaders: set[str], batches: list[Any]) -> dict[str, torch.Tensor]:
+    """Per leader Linear, the absolute maximum of each input channel over all batches."""
+    amax: dict[str, torch.Tensor] = {}
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: tuple, output: Any) -> None:
+            if name in leaders:
+                x = inputs[0]
+                a = x.detach().abs().reshape(-1, x.shape[-1]).amax(0).float()
+                amax[name] = torch.maximum(amax[name], a) if name in amax else a
+
+        return record
+
+    _run_with_hooks(model, hook, batches)
+    return amax
 
 
 @torch.no_grad()
@@ -95,7 +100,8 @@ def smooth_linears(model: nn.Module, batches: list[Any], alpha: float) -> dict[s
     if not 0 < alpha <= 1:
         raise ValueError(f"smooth: alpha must lie in (0, 1], got {alpha}")
     model.eval()
-    groups, amax = _observe(model, batches)
+    groups = _groups(model, batches[0][:2])
+    amax = _channel_amax(model, {g[0] for g in groups}, batches)
     modules = dict(model.named_modules())
     before, after, count = [], [], 0
     for group in groups:
