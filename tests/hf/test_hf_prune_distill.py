@@ -93,3 +93,14 @@ def test_training_on_embeddings_reports_no_train_accuracy(encoder, bound):
     _, report = train_on_targets(student, encoder, bound, TrainConfig(epochs=1, batch_size=16, lr=1e-4, seed=0))
     (row,) = report["history"]
     assert row["train_accuracy"] is None and row["val_cosine"] > 0.9
+
+
+def test_taylor_importance_on_the_reference_model_itself_is_refused(encoder, bound):
+    """The embedding task's targets are the first model's own outputs: its loss (1 - cosine) and every
+    gradient are 0 there, so Taylor scores would all be 0 and the pruned heads arbitrary. Said in one line."""
+    import pytest
+
+    from frugalml.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="taylor needs a loss with a gradient"):
+        prune_with_metrics(copy.deepcopy(encoder), StructuredPrune(ratio=0.25, importance="taylor"), bound)

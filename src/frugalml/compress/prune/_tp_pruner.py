@@ -114,6 +114,9 @@ def layer_shapes(model: nn.Module) -> dict[str, int]:
     return out
 
 
+ZERO_LOSS = 1e-6  # below this the loss is rounding noise (1 - cosine of a model to its own outputs: ~1e-8)
+
+
 def taylor_grads(model: nn.Module, data: Any, batches: int, seed: int) -> Callable[[], None]:
     """First-order Taylor importance needs dL/dw: accumulate a few training batches (eval mode, so
     BN statistics are untouched)."""
@@ -123,6 +126,7 @@ def taylor_grads(model: nn.Module, data: Any, batches: int, seed: int) -> Callab
     task = task_of(data)  # the data's own objective: cross-entropy, 1 - cosine to the reference, MSE
 
     def run() -> None:
+        losses: list[float] = []
         model.zero_grad(set_to_none=True)
         was_training = model.training
         model.eval()
@@ -131,9 +135,16 @@ def taylor_grads(model: nn.Module, data: Any, batches: int, seed: int) -> Callab
             for i, (x, y) in enumerate(loader):
                 if i >= batches:
                     break
-                task.loss(model(x), y).backward()
+                loss = task.loss(model(x), y)
+                loss.backward()
+                losses.append(float(loss.detach()))
         finally:
             model.train(was_training)
+        if losses and max(losses) < ZERO_LOSS:
+            raise ConfigError(
+                f"importance: taylor needs a loss with a gradient at this model, and the {task.name} task's loss "
+                f"is {max(losses):.1g} here (its targets are this model's own outputs); use importance: l1 or l2"
+            )
 
     return run
 
