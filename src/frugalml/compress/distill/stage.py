@@ -25,7 +25,7 @@ from frugalml.compress.distill.cache import IndexedTrainer, TeacherOutputs, taps
 from frugalml.compress.distill.hints import Hint, HintTerm, StudentWithAdapters, build_adapters
 from frugalml.compress.distill.losses import KD, LogitDistillTerm, LogitLoss
 from frugalml.compress.distill.refs import check_outputs, resolve
-from frugalml.compress.distill.targets import even_layers, train_on_targets
+from frugalml.compress.distill.targets import HiddenMatch, even_layers, train_on_targets
 from frugalml.data.bundle import DataBundle
 from frugalml.errors import ConfigError
 from frugalml.models import ModelConfig, build_model
@@ -133,8 +133,8 @@ def distill_with_metrics(
 ) -> tuple[nn.Module, dict]:
     """Train `student` in place to imitate the frozen `teacher` on `data`; returns (student, metrics).
     Data whose task is not classification (embeddings, regression) is distilled on the task's
-    objective toward the teacher's outputs (`targets.train_on_targets`); `loss` and `hints` are for
-    class logits."""
+    objective toward the teacher's outputs (`targets.train_on_targets`), plus the `hints` as hidden-state
+    MSE (`targets.HiddenMatch`, equal widths); `loss` is for class logits."""
     cfg = as_config(cfg)
     check_outputs(student, data, f"{where}.model", "the student")
     check_outputs(teacher, data, f"{where}.teacher", f"the teacher {teacher_name!r}")
@@ -143,9 +143,17 @@ def distill_with_metrics(
         tcfg = tcfg.model_copy(update={"seed": seed})
     if getattr(data, "task", "classification") != "classification":
         reuse = getattr(data, "reference", None) == f"outputs of stage {teacher_name}"  # targets already are its outputs
-        student, report = train_on_targets(student, None if reuse else teacher, data, tcfg, checkpoint_dir=checkpoint_dir,
-                                           resume=resume, log=log, progress=progress)
-        return student, {"teacher": teacher_name, "loss": report["objective"], "teacher_params": _n_params(teacher),
+        terms = [HiddenMatch(student, teacher, [(h.student, h.teacher, h.weight) for h in cfg.hints],
+                             f"{where}.hints")] if cfg.hints else []
+        try:
+            student, report = train_on_targets(student, None if reuse else teacher, data, tcfg,
+                                               checkpoint_dir=checkpoint_dir, resume=resume, log=log, progress=progress,
+                                               loss_terms=terms)
+        finally:
+            for term in terms:
+                term.close()
+        return student, {"teacher": teacher_name, "loss": report["objective"] + (" + hidden-state MSE" if terms else ""),
+                         "hints": [h.to_dict() for h in cfg.hints], "teacher_params": _n_params(teacher),
                          "student_params": _n_params(student), "training": report}
     outputs = TeacherOutputs(teacher, [h.teacher for h in cfg.hints])
     try:

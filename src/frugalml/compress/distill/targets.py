@@ -7,6 +7,11 @@ and backward. When the teacher is the run's reference model, the data's targets 
 outputs and nothing is recomputed.
 
     student = train_on_targets(student, teacher, data, TrainConfig(epochs=3, optimizer="adamw", lr=5e-5))
+
+One output vector per text is little signal for a transformer. `HiddenMatch` (the `hints` of the
+distill stage and of pruning's fine-tuning, on these tasks) adds the MSE between named layers' outputs
+of the student and of the live teacher — e.g. every encoder layer's hidden states, one target per token
+(TinyBERT's hidden-state loss; rows' padding positions are left out).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from frugalml.data.features import Features
+from frugalml.errors import ConfigError
 from frugalml.measure.task import Task, outputs, task_of
 from frugalml.train import Trainer, TrainResult
 from frugalml.train.evaluate import eval_mode
@@ -86,6 +92,72 @@ class TaskTrainer(Trainer):
         self.log.info("epoch %d: val %s %s", self.epoch, self.task.metric, "n/a" if quality is None else f"{quality:.4f}")
 
 
+def _tensor(value: Any) -> torch.Tensor | None:
+    """A layer's output tensor (Hugging Face layers return tuples: the hidden states come first)."""
+    if isinstance(value, (tuple, list)) and value:
+        value = value[0]
+    return value if isinstance(value, torch.Tensor) else None
+
+
+class HiddenMatch:
+    """Trainer loss term: `sum_i weight_i * MSE(student layer_i, teacher layer_i)` over the rows' real
+    tokens (attention_mask) for (N, L, F) outputs, over everything otherwise. Widths must match (a pruned
+    model keeps its residual width; a layer-dropped student keeps the teacher's). The teacher runs live,
+    frozen, in eval mode; `close()` removes the hooks and restores its mode flags."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, pairs: list[tuple[str, str, float]], where: str) -> None:
+        from frugalml.compress.distill.hints import check_layer
+
+        for s_name, t_name, _ in pairs:
+            check_layer(student, s_name, where, "student")
+            check_layer(teacher, t_name, where, "teacher")
+        self.teacher = teacher
+        self._modes = [(m, m.training) for m in teacher.modules()]
+        teacher.eval()  # run under no_grad; its flags are restored by close()
+        self.weights = [w for _, _, w in pairs]
+        self.s_out: dict[int, Any] = {}
+        self.t_out: dict[int, Any] = {}
+        self.handles = []
+        for i, (s_name, t_name, _) in enumerate(pairs):
+            self.handles.append(student.get_submodule(s_name).register_forward_hook(self._keep(self.s_out, i)))
+            self.handles.append(teacher.get_submodule(t_name).register_forward_hook(self._keep(self.t_out, i)))
+        self.names = [(s, t) for s, t, _ in pairs]
+        self.where = where
+
+    @staticmethod
+    def _keep(store: dict[int, Any], i: int) -> Any:
+        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+            store[i] = _tensor(output)
+
+        return hook
+
+    def __call__(self, model: nn.Module, x: Any, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.teacher(x)
+        mask = x["attention_mask"] if isinstance(x, Features) and "attention_mask" in x.names else None
+        total = logits.new_zeros((), dtype=torch.float32)
+        for i, w in enumerate(self.weights):
+            s, t = self.s_out.get(i), self.t_out.get(i)
+            if s is None or t is None or s.shape != t.shape:
+                raise ConfigError(
+                    f"{self.where}: hint {self.names[i][0]!r} -> {self.names[i][1]!r} needs both layers to give tensors "
+                    f"of one shape; got {None if s is None else list(s.shape)} and {None if t is None else list(t.shape)}"
+                )
+            err = (s.float() - t.float()).pow(2)
+            if mask is not None and err.dim() == 3 and mask.shape == err.shape[:2]:
+                keep = mask.to(err.dtype).unsqueeze(-1)
+                total = total + w * (err * keep).sum() / (keep.sum() * err.shape[-1]).clamp(min=1)
+            else:
+                total = total + w * err.mean()
+        return total
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        for m, training in self._modes:
+            m.training = training
+
+
 def with_teacher_targets(data: Any, teacher: nn.Module | None) -> Any:
     """A view of `data` whose train targets are `teacher`'s outputs (None: the data's own targets)."""
     if teacher is None:
@@ -106,13 +178,15 @@ def train_on_targets(
     resume: bool = False,
     log: logging.Logger | None = None,
     progress: bool = False,
+    loss_terms: Any = (),
 ) -> tuple[nn.Module, dict]:
-    """Train `model` in place toward `teacher`'s outputs (or the data's targets) with the task loss;
-    returns (model, metrics {val quality before/after, epochs, history})."""
+    """Train `model` in place toward `teacher`'s outputs (or the data's targets) with the task loss
+    (plus `loss_terms`, e.g. a HiddenMatch); returns (model, metrics {val quality before/after, epochs,
+    history})."""
     log = log or logging.getLogger("frugalml")
     view = with_teacher_targets(data, teacher)
     trainer = TaskTrainer(model, view, cfg, callbacks=callbacks, checkpoint_dir=checkpoint_dir, log=log,
-                          progress=progress)
+                          progress=progress, loss_terms=loss_terms)
     before = trainer.val_quality()
     t0 = time.perf_counter()
     result: TrainResult = trainer.fit(resume=resume and checkpoint_dir is not None)

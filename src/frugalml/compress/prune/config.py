@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_serializer, field_validator
 
+from frugalml.compress.distill.hints import Hint
 from frugalml.config import Config
 from frugalml.stages import StageConfig
 from frugalml.train import TrainOverrides
@@ -27,6 +28,10 @@ class FinetuneConfig(Config):
         "to the training loss; 0 = off",
     )
     temperature: float = Field(4.0, gt=0, description="softmax temperature of the distillation loss")
+    hints: list[Hint] = Field(
+        default_factory=list, description="embedding/regression tasks, with distill > 0: also match these layers' "
+        "outputs to the unpruned model's (MSE over real tokens), e.g. every encoder layer's output"
+    )
 
     @field_validator("overrides")
     @classmethod
