@@ -25,7 +25,7 @@ from frugalml.compress.distill.cache import IndexedTrainer, TeacherOutputs, taps
 from frugalml.compress.distill.hints import Hint, HintTerm, StudentWithAdapters, build_adapters
 from frugalml.compress.distill.losses import KD, LogitDistillTerm, LogitLoss
 from frugalml.compress.distill.refs import check_outputs, resolve
-from frugalml.compress.distill.targets import HiddenMatch, even_layers, train_on_targets
+from frugalml.compress.distill.targets import even_layers, train_on_targets
 from frugalml.data.bundle import DataBundle
 from frugalml.errors import ConfigError
 from frugalml.models import ModelConfig, build_model
@@ -143,16 +143,10 @@ def distill_with_metrics(
         tcfg = tcfg.model_copy(update={"seed": seed})
     if getattr(data, "task", "classification") != "classification":
         reuse = getattr(data, "reference", None) == f"outputs of stage {teacher_name}"  # targets already are its outputs
-        terms = [HiddenMatch(student, teacher, [(h.student, h.teacher, h.weight) for h in cfg.hints],
-                             f"{where}.hints")] if cfg.hints else []
-        try:
-            student, report = train_on_targets(student, None if reuse else teacher, data, tcfg,
-                                               checkpoint_dir=checkpoint_dir, resume=resume, log=log, progress=progress,
-                                               loss_terms=terms)
-        finally:
-            for term in terms:
-                term.close()
-        return student, {"teacher": teacher_name, "loss": report["objective"] + (" + hidden-state MSE" if terms else ""),
+        student, report = train_on_targets(student, None if reuse else teacher, data, tcfg,
+                                           checkpoint_dir=checkpoint_dir, resume=resume, log=log, progress=progress,
+                                           hints=cfg.hints, hint_teacher=teacher, where=f"{where}.hints")
+        return student, {"teacher": teacher_name, "loss": report["objective"],
                          "hints": [h.to_dict() for h in cfg.hints], "teacher_params": _n_params(teacher),
                          "student_params": _n_params(student), "training": report}
     outputs = TeacherOutputs(teacher, [h.teacher for h in cfg.hints])

@@ -178,21 +178,33 @@ def train_on_targets(
     resume: bool = False,
     log: logging.Logger | None = None,
     progress: bool = False,
-    loss_terms: Any = (),
+    hints: Any = (),
+    hint_teacher: nn.Module | None = None,
+    where: str = "hints",
 ) -> tuple[nn.Module, dict]:
-    """Train `model` in place toward `teacher`'s outputs (or the data's targets) with the task loss
-    (plus `loss_terms`, e.g. a HiddenMatch); returns (model, metrics {val quality before/after, epochs,
-    history})."""
+    """Train `model` in place toward `teacher`'s outputs (or the data's targets) with the task loss,
+    plus the hidden-state MSE of `hints` (Hint-like: student, teacher, weight) to `hint_teacher`
+    (a HiddenMatch); returns (model, metrics {val quality before/after, epochs, history})."""
     log = log or logging.getLogger("frugalml")
     view = with_teacher_targets(data, teacher)
-    trainer = TaskTrainer(model, view, cfg, callbacks=callbacks, checkpoint_dir=checkpoint_dir, log=log,
-                          progress=progress, loss_terms=loss_terms)
-    before = trainer.val_quality()
-    t0 = time.perf_counter()
-    result: TrainResult = trainer.fit(resume=resume and checkpoint_dir is not None)
+    terms = []
+    if hints:
+        if hint_teacher is None:
+            raise ConfigError(f"{where}: hints need a model to match (a teacher)")
+        terms.append(HiddenMatch(model, hint_teacher, [(h.student, h.teacher, h.weight) for h in hints], where))
+    try:
+        trainer = TaskTrainer(model, view, cfg, callbacks=callbacks, checkpoint_dir=checkpoint_dir, log=log,
+                              progress=progress, loss_terms=terms)
+        before = trainer.val_quality()
+        t0 = time.perf_counter()
+        result: TrainResult = trainer.fit(resume=resume and checkpoint_dir is not None)
+    finally:
+        for term in terms:
+            term.close()
     metric = trainer.task.metric
+    objective = {"embedding": "1 - cosine", "regression": "mse"}.get(trainer.task.name, "cross-entropy")
     return trainer.model, {
-        "objective": {"embedding": "1 - cosine", "regression": "mse"}.get(trainer.task.name, "cross-entropy"),
+        "objective": objective + (" + hidden-state MSE" if terms else ""),
         "targets": "teacher outputs" if teacher is not None else (getattr(data, "reference", None) or "data"),
         f"val_{metric}_before": before,
         f"val_{metric}_after": trainer.val_quality(),

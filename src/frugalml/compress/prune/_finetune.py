@@ -47,25 +47,17 @@ def finetune(
     if getattr(inputs.data, "task", "classification") != "classification":
         # unlabelled data (embeddings): train toward the unpruned model's outputs (finetune.distill > 0)
         # or the data's reference targets, on the task's objective (frugalml.compress.distill.targets)
-        from frugalml.compress.distill.targets import HiddenMatch, train_on_targets
+        from frugalml.compress.distill.targets import train_on_targets
 
         ckpt = inputs.workdir / checkpoint if inputs.workdir is not None else None
-        terms = []
-        if ft.hints:
-            if inputs.teacher is None:
-                raise ConfigError(f"{inputs.where}.finetune.hints: match the unpruned model's layers only with "
-                                  "finetune.distill > 0")
-            terms = [HiddenMatch(model, inputs.teacher, [(h.student, h.teacher, h.weight) for h in ft.hints],
-                                 f"{inputs.where}.finetune.hints")]
-        try:
-            _, report = train_on_targets(model, inputs.teacher, inputs.data, cfg, callbacks=callbacks,
-                                         checkpoint_dir=ckpt, resume=inputs.resume, log=inputs.log, loss_terms=terms)
-        finally:
-            for term in terms:
-                term.close()
+        if ft.hints and inputs.teacher is None:
+            raise ConfigError(f"{inputs.where}.finetune.hints: match the unpruned model's layers only with "
+                              "finetune.distill > 0")
+        _, report = train_on_targets(model, inputs.teacher, inputs.data, cfg, callbacks=callbacks, checkpoint_dir=ckpt,
+                                     resume=inputs.resume, log=inputs.log, hints=ft.hints, hint_teacher=inputs.teacher,
+                                     where=f"{inputs.where}.finetune.hints")
         return {"epochs": report["epochs"], **{k: v for k, v in report.items() if k.startswith("val_")},
-                "objective": report["objective"] + (" + hidden-state MSE" if terms else ""),
-                "targets": report["targets"]}
+                "objective": report["objective"], "targets": report["targets"]}
     if ft.hints:
         raise ConfigError(f"{inputs.where}.finetune.hints: for embedding/regression tasks; for class logits use a "
                           "distill stage with hints")
