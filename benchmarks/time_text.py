@@ -20,7 +20,6 @@ import torch
 from frugalml import artifact
 from frugalml.compress.quantize.select import REFERENCES
 from frugalml.data.load import load_data
-from frugalml.measure.config import MeasureConfig
 from frugalml.measure.core import _model_runner
 from frugalml.measure.latency import measure_latency
 from frugalml.recipe import load_recipe
@@ -37,9 +36,9 @@ def main() -> None:
     run = Path(args.run)
     recipe, _ = load_recipe(run / "recipe.yaml")
     torch.set_num_threads(recipe.measure.threads or torch.get_num_threads())
-    x = load_data(recipe.data).x_test[: args.batch]
-    teacher = artifact.load(run / "stages" / args.teacher, trust_code=True).eval()
     data = load_data(recipe.data)
+    x = data.x_test[: args.batch]
+    teacher = artifact.load(run / "stages" / args.teacher, trust_code=True).eval()
     runners = {
         "teacher fp32 eager": _model_runner(teacher),
         "teacher torch.compile": REFERENCES["torch-compile"](teacher, data),
@@ -47,7 +46,7 @@ def main() -> None:
     }
     for name in filter(None, args.stages.split(",")):
         runners[name] = artifact.load(run / "stages" / name, trust_code=True)
-    cfg = MeasureConfig(warmup_iters=3, warmup_seconds=2.0, iters=15, min_seconds=3.0)
+    cfg = recipe.measure  # warm-up and iterations as the run timed its stages
     times: dict[str, list[float]] = {k: [] for k in runners}
     names = list(runners)
     with torch.inference_mode():

@@ -22,6 +22,13 @@ def batch_key(latency: dict, batch: str = "b64") -> str:
     return max(latency, key=lambda k: int(k[1:]) if k[1:].isdigit() else -1)
 
 
+def big_batch(stages: list[dict]) -> str:
+    """The batch the "b64" columns and the latency plot show: b64, or the largest batch the run measured
+    (b32 for a transformer), read from the first stage."""
+    latency = (stages[0]["metrics"].get("latency_ms") or {}) if stages else {}
+    return batch_key(latency, "b64")
+
+
 def lat(metrics: dict, batch: str = "b64", q: str = "median") -> float | None:
     latency = metrics.get("latency_ms") or {}
     v = latency.get(batch_key(latency, batch), {}).get(q)

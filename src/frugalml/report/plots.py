@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from frugalml._plot import png_bytes
-from frugalml.report.compare import batch_key, lat, pareto_front, quality, quality_name  # noqa: E402
+from frugalml.report.compare import big_batch, lat, pareto_front, quality, quality_name  # noqa: E402
 
 AXES = {
     "latency": ("latency at batch 64 (else the largest measured), median (ms)", lambda m: lat(m, "b64")),
@@ -19,9 +19,9 @@ AXES = {
 def pareto_plot(runs: list[tuple[str, list[dict]]], axis: str) -> bytes:
     """PNG bytes. `runs` is [(run label, stages)], several runs are drawn in one figure."""
     label, getter = AXES[axis]
-    first = next((st for _, stages in runs for st in stages), None)
-    if axis == "latency" and first is not None:
-        label = f"latency at batch {batch_key(first['metrics'].get('latency_ms') or {})[1:]}, median (ms)"
+    all_stages = [st for _, stages in runs for st in stages]
+    if axis == "latency" and all_stages:
+        label = f"latency at batch {big_batch(all_stages)[1:]}, median (ms)"
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     pts, names = [], []
     for run_label, stages in runs:
@@ -42,7 +42,7 @@ def pareto_plot(runs: list[tuple[str, list[dict]]], axis: str) -> bytes:
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:red",
                 linestyle="--", linewidth=1, label="Pareto front", zorder=2)
     ax.set_xlabel(label)
-    metric = quality_name([st for _, stages in runs for st in stages])
+    metric = quality_name(all_stages)
     ax.set_ylabel("test accuracy (%)" if metric == "accuracy" else f"test {metric} vs reference (×100)")
     ax.set_xscale("log")
     ax.grid(True, which="both", alpha=0.3)

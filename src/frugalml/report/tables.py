@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from frugalml.report.compare import batch_key, compare, lat, quality, quality_name, warnings_for
+from frugalml.report.compare import batch_key, big_batch, compare, lat, quality, quality_name, warnings_for
 
 COLUMNS = [
     "stage", "kind", "parent", "accuracy", "Δacc (pts)", "params", "nonzero", "MACs", "size", "× vs fp32 weights",
     "× vs parent", "b1 ms", "b64 ms", "speedup b64", "vs best fp32 b64", "MAC ratio", "runtime",
     "energy mJ/sample (est.)",
 ]
-
-
-def big_batch(stages: list[dict]) -> str:
-    """The batch the "b64" columns show: b64, or the largest batch the run measured (b32 for a transformer)."""
-    latency = (stages[0]["metrics"].get("latency_ms") or {}) if stages else {}
-    return batch_key(latency, "b64")
 
 
 def labelled(columns: list[str], stages: list[dict]) -> list[str]:
