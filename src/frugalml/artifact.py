@@ -193,8 +193,15 @@ def check_rebuildable(model: nn.Module | None, spec: dict) -> None:
 
 
 def save(model: nn.Module, directory: str | Path, spec: dict | None = None, meta: dict | None = None) -> Path:
-    """Save a float model as safetensors + JSON; `spec` defaults to the one build_model attached."""
+    """Save a float model as safetensors + JSON; `spec` defaults to the one build_model attached.
+
+    A model that names its own artifact format (a quantized model, a compiled runtime, an ensemble:
+    the `format` attribute) is written by that format's saver, so its files are the ones it loads
+    from; saving its float state as fp32 would label an int8 or codebook model as something else."""
     spec = spec_of(model, spec)
+    fmt = getattr(model, "format", None)
+    if isinstance(fmt, str) and fmt in FORMAT_MODULES:
+        return save_any(model, directory, spec, {**(meta or {}), "format": fmt})
     check_rebuildable(model, spec)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

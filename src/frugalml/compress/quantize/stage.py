@@ -192,6 +192,9 @@ def quantize(
     chosen = built[index]
     assert chosen is not None
     chosen.frugal_report["candidates"] = candidates
+    spec = getattr(model, "frugal_spec", None)
+    if spec is not None:  # frugalml.save(chosen, dir) then rebuilds the float skeleton it needs
+        chosen.frugal_spec = {**spec, **chosen.spec_changes}
     if data is not None:
         _report_baselines(chosen, model, cfg, data, measure, float_accuracy, ctx.log)
     return chosen
