@@ -11,7 +11,7 @@ from frugalml import artifact
 from frugalml.compress.prune import NMPrune, UnstructuredPrune, prune, prune_with_metrics
 from frugalml.compress.prune._layers import weight_params
 from frugalml.compress.prune.nm import check_nm, nm_mask
-from frugalml.compress.prune.unstructured import AGPCallback, MagnitudeMasks, agp_sparsity
+from frugalml.compress.prune.unstructured import AGPCallback, MagnitudeMasks, agp_sparsity, lamp_scores
 from frugalml.compress.storage.packed import save_packed
 from frugalml.models import list_models
 from frugalml.train import TrainConfig, Trainer
@@ -31,7 +31,7 @@ def _plain(model):
 
 
 @pytest.mark.parametrize("name", list_models())
-@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("scope", ["global", "layer", "lamp"])
 def test_sparsity_hits_target_on_every_zoo_model(name, scope, data, zoo):
     model = zoo(name)
     pruned, metrics = prune_with_metrics(model, UnstructuredPrune(ratio=0.8, scope=scope), data)
@@ -174,3 +174,29 @@ def test_nm_mask_groups_conv_weights_along_input_channels():
     assert mask.shape == w.shape
     assert (mask.movedim(1, -1).reshape(-1, 4).sum(-1) == 2).all()
     assert nm_mask(torch.randn(3, 6), 2, 4) is None  # 6 inputs: not a multiple of 4
+
+
+def test_lamp_scores_match_the_papers_definition():
+    # sorted squares 1, 4, 9, 16: each over the sum of itself and the larger ones
+    w = torch.tensor([[-3.0, 1.0], [4.0, -2.0]])
+    expected = torch.tensor([[9 / 25, 1 / 30], [1.0, 4 / 29]])
+    assert torch.allclose(lamp_scores(w), expected)
+    assert torch.equal(lamp_scores(torch.zeros(3)), torch.zeros(3))
+
+
+def _two_layer_masks(scale: float, scope: str):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 20), torch.nn.Linear(20, 20))
+    with torch.no_grad():
+        net[1].weight.mul_(scale)  # what BatchNorm after a layer lets weight decay do
+    masks = MagnitudeMasks(weight_params(net, None, []), scope)
+    masks.set_sparsity(0.8)
+    return [(net[i].weight_mask == 1).clone() for i in range(2)]
+
+
+def test_lamp_masks_ignore_a_layers_scale_and_global_magnitude_does_not():
+    lamp = _two_layer_masks(1.0, "lamp")
+    assert [torch.equal(a, b) for a, b in zip(lamp, _two_layer_masks(0.01, "lamp"))] == [True, True]
+    shrunk = _two_layer_masks(0.01, "global")
+    assert int(shrunk[1].sum()) == 0  # one magnitude threshold prunes the shrunken layer away entirely
+    assert all(int(m.sum()) > 0 for m in lamp)  # LAMP keeps each layer's largest weight

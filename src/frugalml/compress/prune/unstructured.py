@@ -29,7 +29,11 @@ class UnstructuredPrune(MaskPruneConfig):
 
     method: Literal["unstructured"] = "unstructured"
     ratio: float = Field(ge=0, lt=1, description="fraction of the targeted weights set to zero, e.g. 0.9")
-    scope: Literal["global", "layer"] = Field("global", description="one magnitude threshold or one per layer")
+    scope: Literal["global", "layer", "lamp"] = Field(
+        "global",
+        description="global: one magnitude threshold; layer: the same ratio in every layer; lamp: one "
+        "threshold on LAMP scores (Lee et al. 2021), which compare layers whose weight scales differ",
+    )
     schedule: Literal["oneshot", "gradual"] = Field(
         "oneshot", description="gradual: AGP cubic schedule (Zhu & Gupta 2017) over the fine-tuning epochs"
     )
@@ -74,7 +78,9 @@ class MagnitudeMasks:
         """Zero exactly round(sparsity * n) weights with the smallest |w| (already-zero ones first,
         so masks only grow as the schedule advances)."""
         scores = [self._effective(mod, p).abs().flatten() for _, mod, p in self.params]
-        if self.scope == "global":
+        if self.scope == "lamp":
+            scores = [lamp_scores(s) for s in scores]
+        if self.scope in ("global", "lamp"):
             flat = torch.cat(scores)
             keep = torch.ones_like(flat, dtype=torch.bool)
             k = round(sparsity * flat.numel())
@@ -122,6 +128,25 @@ def bake_masks(params: list[tuple[str, nn.Module, str]]) -> None:
 def remember_order(mod: nn.Module) -> None:
     """Call before the first torch.nn.utils.prune call on `mod` (see bake_masks)."""
     mod.__dict__.setdefault(_ORDER, list(mod._parameters))
+
+
+def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
+    """LAMP (Lee et al., ICLR 2021, "Layer-adaptive sparsity for the magnitude-based pruning"): a
+    weight's square over the sum of the squares of every weight of its layer at least as large, so
+    each layer's largest weight scores 1 and the scores do not change when a layer is rescaled.
+
+    Why it matters here: a convolution followed by BatchNorm computes the same function at any weight
+    scale, and weight decay shrinks such layers unevenly, so one global magnitude threshold compares
+    numbers that mean nothing to each other. On the Fashion-MNIST baseline CNN, 90% global magnitude
+    pruning leaves its largest convolution 1.3% of its weights; with BatchNorm statistics re-estimated
+    and no fine-tuning the model keeps 42% val accuracy, against 70% with LAMP's allocation
+    (BENCHMARKS.md, issue #9). Ties share a rank by position; zeros score 0 (they stay pruned)."""
+    flat = weight.detach().flatten().double() ** 2
+    ordered, order = flat.sort()
+    tail = ordered.flip(0).cumsum(0).flip(0)  # sum of the squares from this rank up
+    scores = torch.zeros_like(flat)
+    scores[order] = torch.where(tail > 0, ordered / tail.clamp_min(1e-300), torch.zeros_like(ordered))
+    return scores.view_as(weight).to(weight.dtype if weight.is_floating_point() else torch.float32)
 
 
 def agp_sparsity(final: float, progress: float, initial: float = 0.0) -> float:
