@@ -20,23 +20,18 @@ import copy
 import tempfile
 from pathlib import Path
 
-import torch
-
 import frugalml
 from frugalml.compress.average import recompute_bn
 from frugalml.compress.prune._layers import weight_params
 from frugalml.compress.prune.unstructured import MagnitudeMasks
 from frugalml.compress.quantize import QuantizeStage
-
-
-def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    with torch.no_grad():
-        pred = torch.cat([model(x[i : i + 1000]).argmax(1) for i in range(0, len(y), 1000)])
-    return float((pred == y).float().mean())
+from frugalml.measure.size import size_metrics
+from frugalml.train.evaluate import evaluate
 
 
 def _bytes(directory: Path) -> int:
-    return sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+    """The artifact folder's bytes, counted as the report's `size_bytes` counts them."""
+    return size_metrics(None, sorted(f for f in directory.iterdir() if f.is_file()))["size_bytes"]
 
 
 def main() -> None:
@@ -48,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     base = frugalml.load(args.artifact).eval()
     data = frugalml.load_data(frugalml.DataConfig(name=args.data, val_fraction=0.1))
-    print(f"dense: val {_accuracy(base, data.x_val, data.y_val):.4f}")
+    print(f"dense: val {evaluate(base, data.x_val, data.y_val):.4f}")
     print("| scope | ratio | kept per layer | val, one-shot + BN re-estimated | bytes at " +
           " / ".join(f"{b}-bit" for b in args.bits.split(",")) + " |")
     print("|---|---|---|---|---|")
@@ -61,7 +56,7 @@ def main() -> None:
             masks.bake()
             kept = [float((getattr(m, p) != 0).float().mean()) for _, m, p in params]
             recompute_bn(model, data, batch_size=500, max_batches=40)
-            acc = _accuracy(model.eval(), data.x_val, data.y_val)
+            acc = evaluate(model, data.x_val, data.y_val)
             sizes = []
             for bits in (int(b) for b in args.bits.split(",")):
                 q = frugalml.quantize(model, QuantizeStage(kind="quantize", mode="codebook", bits=bits, backend="torch"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from frugalml import artifact
-from frugalml.compress.quantize import save_quantized
+from frugalml.compress.quantize import QuantizeStage, quantize, save_quantized
 from frugalml.export import export
 from frugalml.models import build_model, list_models
 
@@ -63,14 +63,11 @@ def test_frugalml_save_of_a_quantized_model_writes_its_own_format(mode, backend,
     """`frugalml.save(frugalml.quantize(...))` from Python: no spec to pass (the float model's, plus what
     quantizing changed, e.g. folded BatchNorm), and the files are the quantized format's, not the float
     module's state labelled fp32 (a codebook model used to come back as a dense 'torch-fp32' artifact)."""
-    import frugalml
-    from frugalml.compress.quantize import QuantizeStage
-
     torch.manual_seed(0)
     model = build_model("cnn", data.input_shape, data.num_classes).eval()
-    q = frugalml.quantize(model, QuantizeStage(kind="quantize", mode=mode, backend=backend, bits=bits), data)
-    frugalml.save(q, tmp_path / "q")
+    q = quantize(model, QuantizeStage(kind="quantize", mode=mode, backend=backend, bits=bits), data)
+    artifact.save(q, tmp_path / "q")
     info = artifact.read_info(tmp_path / "q")
     assert info["format"] == q.format != "torch-fp32"
     x = data.sample_input(8)
-    assert torch.equal(frugalml.load(tmp_path / "q")(x), q(x))
+    assert torch.equal(artifact.load(tmp_path / "q")(x), q(x))

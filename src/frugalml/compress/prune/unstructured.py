@@ -144,9 +144,9 @@ def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
     flat = weight.detach().flatten().double() ** 2
     ordered, order = flat.sort()
     tail = ordered.flip(0).cumsum(0).flip(0)  # sum of the squares from this rank up
-    scores = torch.zeros_like(flat)
-    scores[order] = torch.where(tail > 0, ordered / tail.clamp_min(1e-300), torch.zeros_like(ordered))
-    return scores.view_as(weight).to(weight.dtype if weight.is_floating_point() else torch.float32)
+    scores = torch.empty_like(flat)
+    scores[order] = ordered / tail.clamp_min(1e-300)  # a zero tail means zero weights: 0 / tiny = 0
+    return scores.view_as(weight).to(weight.dtype)
 
 
 def agp_sparsity(final: float, progress: float, initial: float = 0.0) -> float:
