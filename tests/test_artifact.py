@@ -88,3 +88,21 @@ def test_weights_that_do_not_fit_are_reported(tmp_path):
     artifact.save(other, tmp_path / "b", spec)  # weights of a different architecture under the same spec
     with pytest.raises(ArtifactError, match="do not fit"):
         artifact.load(tmp_path / "b")
+
+
+def test_model_json_is_one_line_in_every_writer(tmp_path):
+    """model.json counts in size_bytes, so every format writes it without indentation (and it loads)."""
+    import frugalml
+    from frugalml.compress.quantize import QuantizeStage
+
+    model, spec = _model(channels=[8, 16])
+    artifact.save(model.eval(), tmp_path / "fp32", spec)
+    q = frugalml.quantize(model, QuantizeStage(kind="quantize", mode="codebook", bits=4, backend="torch"))
+    frugalml.save(q, tmp_path / "codebook")
+    for name, fmt in (("fp32", "torch-fp32"), ("codebook", "torch-codebook")):
+        text = (tmp_path / name / "model.json").read_text()
+        assert text.count("\n") == 1 and text.endswith("}\n") and ", " not in text and '": ' not in text
+        assert json.loads(text)["format"] == fmt
+    x = torch.randn(3, *SHAPE)
+    assert torch.equal(artifact.load(tmp_path / "fp32")(x), model(x))
+    assert torch.allclose(frugalml.load(tmp_path / "codebook")(x), q.run(x))

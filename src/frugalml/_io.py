@@ -37,8 +37,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, compact: bool = False) -> None:
+    """`obj` as JSON, indented for people to read, or on one line without spaces (`compact`)."""
+    layout = {"separators": (",", ":")} if compact else {"indent": 2}
+    atomic_write_text(path, json.dumps(obj, sort_keys=False, default=_json_default, **layout) + "\n")
 
 
 def check_output_file(path: str | os.PathLike) -> Path:

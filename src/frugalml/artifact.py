@@ -217,13 +217,20 @@ def save(model: nn.Module, directory: str | Path, spec: dict | None = None, meta
         "aliases": aliases,
         **sparse_mark(model),
     }
-    atomic_write_json(directory / "model.json", info)
+    write_info(directory, info)
     return directory
 
 
 def sparse_mark(model: nn.Module) -> dict:
     """model.json's record that a model's zeros are pruning masks to keep when it is fine-tuned again."""
     return {"keeps_zeros": True} if getattr(model, "frugal_sparse", False) else {}
+
+
+def write_info(directory: str | Path, info: dict) -> None:
+    """Write model.json on one line: it is part of the artifact that size_bytes counts, and indented it
+    was 906 of the 9,733 bytes of a 93%-sparse 4-bit codebook CNN (470 on one line). `python -m
+    json.tool model.json` shows it indented."""
+    atomic_write_json(Path(directory) / "model.json", info, compact=True)
 
 
 def read_info(directory: str | Path) -> dict:

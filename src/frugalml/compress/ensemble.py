@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from pydantic import Field, ValidationError, field_validator
 
 from frugalml import artifact
-from frugalml._io import atomic_write_json, save_tensors_atomic
+from frugalml._io import save_tensors_atomic
 from frugalml.compress.distill.refs import require_float, resolve
 from frugalml.errors import ArtifactError, ConfigError
 from frugalml.schemas import ARTIFACT_VERSION, ModelSpecSchema
@@ -139,7 +139,7 @@ def save_ensemble(model: nn.Module, directory: Path, spec: dict, meta: dict) -> 
     save_tensors_atomic(tensors, directory / "model.safetensors")
     info = {"frugalml_artifact": ARTIFACT_VERSION, **meta, "format": FORMAT, "spec": spec,
             "combine": model.combine, "members": members, "aliases": aliases}
-    atomic_write_json(directory / "model.json", info)
+    artifact.write_info(directory, info)
     return directory
 
 

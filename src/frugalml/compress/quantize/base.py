@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn as nn
 
-from frugalml._io import atomic_write_bytes, atomic_write_json
-from frugalml.artifact import Trust, changed_shapes, module_attributes, skeleton
+from frugalml._io import atomic_write_bytes
+from frugalml.artifact import Trust, changed_shapes, module_attributes, skeleton, write_info
 from frugalml.compress.storage.packed import read_packed, write_packed
 from frugalml.errors import ArtifactError, ConfigError, DataError, UnsupportedError
 from frugalml.schemas import ARTIFACT_VERSION
@@ -119,7 +119,7 @@ class QuantizedModel(nn.Module):
             "files": sorted(written),
             **extra,
         }
-        atomic_write_json(directory / "model.json", info)
+        write_info(directory, info)
         return directory
 
     def nonzero_params(self) -> int | None:

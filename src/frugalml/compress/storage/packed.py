@@ -22,7 +22,7 @@ import torch.nn as nn
 import zstandard
 
 from frugalml import artifact
-from frugalml._io import atomic_write_bytes, atomic_write_json
+from frugalml._io import atomic_write_bytes
 from frugalml.compress.storage.tensor import decode_state, encode_state
 from frugalml.errors import ArtifactError
 from frugalml.schemas import ARTIFACT_VERSION
@@ -126,7 +126,7 @@ def save_packed(model: nn.Module, directory: str | Path, spec: dict, meta: dict 
         "aliases": aliases,
         **artifact.sparse_mark(model),
     }
-    atomic_write_json(directory / "model.json", info)
+    artifact.write_info(directory, info)
     return directory
 
 
