@@ -194,3 +194,31 @@ def test_qat_trains_through_the_trainer_and_leaves_the_float_model_alone(
     loaded = roundtrip(q, spec, tmp_path / "q")
     loaded.compiled = False
     assert torch.equal(loaded(x), q(x))
+
+
+def test_codebook_qat_distill_pulls_the_codes_toward_the_float_model(mlp, data):
+    """`qat.distill` adds a KL term toward the model before quantization: on shuffled labels (which pull
+    the centroids anywhere), the distilled tuning stays closer to the float model than labels alone."""
+    import dataclasses
+
+    import torch.nn.functional as F
+
+    from frugalml.train import TrainConfig
+
+    model, spec = mlp
+    shuffled = dataclasses.replace(data, y_train=data.y_train[torch.randperm(len(data.y_train),
+                                                                           generator=torch.Generator().manual_seed(0))])
+    x = data.x_val
+    with torch.no_grad():
+        ref = F.log_softmax(model(x), -1)
+
+    def kl(distill: float) -> float:
+        cfg = QuantizeStage(mode="codebook", bits=3, qat={"epochs": 4, "lr": 0.05, "distill": distill})
+        q = quantize(model, cfg, shuffled, spec=spec, train=TrainConfig(epochs=1, batch_size=32, seed=0))
+        report = q.frugal_report["codebook_training"]
+        assert ("distill" in report) == (distill > 0)
+        with torch.no_grad():
+            return float(F.kl_div(F.log_softmax(q(x), -1), ref, log_target=True, reduction="batchmean"))
+
+    labels_only, distilled = kl(0.0), kl(5.0)
+    assert distilled < 0.5 * labels_only, (distilled, labels_only)

@@ -144,3 +144,18 @@ class LogitDistillTerm:
             ce = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
             loss = loss + (self.cfg.ce_weight - 1.0) * ce
         return loss
+
+
+class DistillFrom:
+    """Trainer loss term: `weight * T^2 * KL(teacher || student)` on temperature-softened outputs
+    (Hinton et al., `kd_loss`), the teacher being the model as it was before pruning or
+    quantization (frozen, eval mode): pruning's `finetune.distill`, quantization's `qat.distill`."""
+
+    def __init__(self, teacher: nn.Module, weight: float, temperature: float) -> None:
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.weight, self.t = weight, temperature
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = self.teacher(x)
+        return self.weight * kd_loss(logits, teacher_logits, self.t)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
 import torch.nn as nn
 
+from frugalml.compress.distill.losses import DistillFrom
 from frugalml.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -67,20 +67,3 @@ def finetune(
                       log=inputs.log, progress=False)
     result = trainer.fit(resume=inputs.resume and ckpt is not None)
     return {"epochs": result.epochs_run, "best_val_accuracy": result.best_val_accuracy}
-
-
-class DistillFrom:
-    """Trainer loss term: `weight * T^2 * KL(teacher || student)` on temperature-softened outputs
-    (Hinton et al., `frugalml.compress.distill.losses.kd_loss`), the teacher being the model as it
-    was before pruning (frozen, eval mode)."""
-
-    def __init__(self, teacher: nn.Module, weight: float, temperature: float) -> None:
-        self.teacher = teacher.eval().requires_grad_(False)
-        self.weight, self.t = weight, temperature
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        from frugalml.compress.distill.losses import kd_loss
-
-        with torch.no_grad():
-            teacher_logits = self.teacher(x)
-        return self.weight * kd_loss(logits, teacher_logits, self.t)

@@ -8,6 +8,7 @@ in model.json under `quantization`, and re-applied to the float skeleton on load
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from dataclasses import dataclass, field
@@ -176,6 +177,8 @@ class QuantizeContext:
     calibration_batches: int = 8
     calibration_batch_size: int = 64
     train: Any = None  # QAT: the TrainConfig to fine-tune with (already merged with the stage's overrides)
+    distill: float = 0.0  # QAT: weight of the distillation loss toward the float model (qat.distill)
+    temperature: float = 4.0
     workdir: Path | None = None
     resume: bool = False
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("frugalml.quantize"))
@@ -192,6 +195,15 @@ class QuantizeContext:
         size = min(self.calibration_batch_size, len(x))
         count = min(self.calibration_batches, len(x) // size)
         return [x[order[i * size : (i + 1) * size]] for i in range(count)]
+
+    def loss_terms(self, float_model: nn.Module) -> list:
+        """Trainer loss terms for QAT: distillation from a frozen copy of `float_model` (the model before
+        quantization) when `distill` > 0, else none."""
+        if self.distill <= 0:
+            return []
+        from frugalml.compress.distill.losses import DistillFrom
+
+        return [DistillFrom(copy.deepcopy(float_model), self.distill, self.temperature)]
 
     def example(self) -> torch.Tensor:
         """One batch to trace the model with."""

@@ -56,8 +56,9 @@ def layer_bits(model: nn.Module, settings: dict) -> dict[str, int]:
     return {n: int(own.get(n, settings.get("bits", 4))) for n, m in model.named_modules() if isinstance(m, LAYERS)}
 
 
-def fine_tune_centroids(model: nn.Module, ctx: QuantizeContext) -> dict | None:
-    """Train only the codebooks (and the float parameters outside the clustered weights) with the Trainer."""
+def fine_tune_centroids(model: nn.Module, ctx: QuantizeContext, teacher: nn.Module | None = None) -> dict | None:
+    """Train only the codebooks (and the float parameters outside the clustered weights) with the Trainer;
+    with `qat.distill` > 0, toward `teacher`'s outputs (the model before quantization) too."""
     from frugalml.train import Trainer, require_labels
 
     if ctx.train is None or ctx.train.epochs == 0 or ctx.data is None:
@@ -65,10 +66,11 @@ def fine_tune_centroids(model: nn.Module, ctx: QuantizeContext) -> dict | None:
     require_labels(ctx.data, "quantize mode codebook: qat (centroid fine-tuning)")
     checkpoints = ctx.workdir / "codebook" if ctx.workdir is not None else None
     ctx.log.info("codebook: fine-tuning the centroids for %d epoch(s) at lr %g", ctx.train.epochs, ctx.train.lr)
-    result = Trainer(model, ctx.data, ctx.train, checkpoint_dir=checkpoints, log=ctx.log, progress=False).fit(
-        resume=ctx.resume
-    )
-    return {"epochs_run": result.epochs_run, "best_val_accuracy": result.best_val_accuracy}
+    terms = ctx.loss_terms(teacher) if teacher is not None else []
+    result = Trainer(model, ctx.data, ctx.train, loss_terms=terms, checkpoint_dir=checkpoints, log=ctx.log,
+                     progress=False).fit(resume=ctx.resume)
+    report = {"epochs_run": result.epochs_run, "best_val_accuracy": result.best_val_accuracy}
+    return {**report, "distill": ctx.distill, "temperature": ctx.temperature} if terms else report
 
 
 class CodebookBackend(Backend):
@@ -85,7 +87,7 @@ class CodebookBackend(Backend):
         module.train()
         bits = layer_bits(module, settings)
         apply_codebooks(module, bits)
-        report = fine_tune_centroids(module, ctx)
+        report = fine_tune_centroids(module, ctx, teacher=model)
         bake_codebooks(module)
         with torch.no_grad():  # masked negative weights are -0.0: store them as the zeros they are
             for p in module.parameters():

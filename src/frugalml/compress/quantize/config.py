@@ -25,6 +25,10 @@ class QATConfig(Config):
 
     epochs: int = Field(2, ge=1, description="fine-tuning epochs with fake quantization")
     lr: float = Field(0.005, gt=0, description="peak learning rate (small: the weights are already trained)")
+    distill: float = Field(
+        0.0, ge=0, description="weight of a distillation loss (KL to the outputs of the model before "
+        "quantization) added to the hard-label loss; 0: labels only")
+    temperature: float = Field(4.0, gt=0, description="softmax temperature of the distillation loss")
     overrides: TrainOverrides = Field(default_factory=TrainOverrides, description="other TrainConfig fields")  # type: ignore[valid-type]
 
 

@@ -54,9 +54,8 @@ def run_qat(backend: Backend, model: nn.Module, settings: dict, ctx: QuantizeCon
     # one checkpoint folder per backend: `auto` may fall back to another one after a failure
     checkpoints = ctx.workdir / f"qat-{backend.name}" if ctx.workdir is not None else None
     ctx.log.info("QAT (%s): %d epoch(s) at lr %g", backend.name, tcfg.epochs, tcfg.lr)
-    trainer = Trainer(
-        prepared, ctx.data, tcfg, callbacks=callbacks, checkpoint_dir=checkpoints, log=ctx.log, progress=False
-    )
+    trainer = Trainer(prepared, ctx.data, tcfg, loss_terms=ctx.loss_terms(model), callbacks=callbacks,
+                      checkpoint_dir=checkpoints, log=ctx.log, progress=False)
     result = trainer.fit(resume=ctx.resume)
     q = backend.qat_finish(prepared, model, settings)
     q.frugal_report["qat"] = {"epochs_run": result.epochs_run, "best_val_accuracy": result.best_val_accuracy}

@@ -57,6 +57,8 @@ def context(
         calibration_batches=cfg.calibration_batches,
         calibration_batch_size=cfg.calibration_batch_size,
         train=tcfg,
+        distill=cfg.qat.distill if tcfg is not None else 0.0,
+        temperature=cfg.qat.temperature,
         workdir=Path(workdir) if workdir is not None else None,
         resume=resume,
         log=log or logging.getLogger("frugalml.quantize"),
