@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 import frugalml
+from frugalml.artifact import artifact_files
 from frugalml.compress.average import recompute_bn
 from frugalml.compress.prune._layers import weight_params
 from frugalml.compress.prune.unstructured import MagnitudeMasks
@@ -31,7 +32,7 @@ from frugalml.train.evaluate import evaluate
 
 def _bytes(directory: Path) -> int:
     """The artifact folder's bytes, counted as the report's `size_bytes` counts them."""
-    return size_metrics(None, sorted(f for f in directory.iterdir() if f.is_file()))["size_bytes"]
+    return size_metrics(None, artifact_files(directory))["size_bytes"]
 
 
 def main() -> None:

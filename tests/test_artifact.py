@@ -92,17 +92,18 @@ def test_weights_that_do_not_fit_are_reported(tmp_path):
 
 def test_model_json_is_one_line_in_every_writer(tmp_path):
     """model.json counts in size_bytes, so every format writes it without indentation (and it loads)."""
-    import frugalml
-    from frugalml.compress.quantize import QuantizeStage
+    from frugalml.compress.quantize import QuantizeStage, quantize
+    from frugalml.compress.storage.packed import save_packed
 
     model, spec = _model(channels=[8, 16])
-    artifact.save(model.eval(), tmp_path / "fp32", spec)
-    q = frugalml.quantize(model, QuantizeStage(kind="quantize", mode="codebook", bits=4, backend="torch"))
-    frugalml.save(q, tmp_path / "codebook")
-    for name, fmt in (("fp32", "torch-fp32"), ("codebook", "torch-codebook")):
-        text = (tmp_path / name / "model.json").read_text()
+    model.eval()
+    artifact.save(model, tmp_path / "torch-fp32", spec)
+    save_packed(model, tmp_path / "torch-packed", spec)
+    q = quantize(model, QuantizeStage(kind="quantize", mode="codebook", bits=4, backend="torch"))
+    artifact.save(q, tmp_path / "torch-codebook")
+    x = torch.randn(3, *SHAPE)
+    for fmt, expected in (("torch-fp32", model(x)), ("torch-packed", model(x)), ("torch-codebook", q.run(x))):
+        text = (tmp_path / fmt / "model.json").read_text()
         assert text.count("\n") == 1 and text.endswith("}\n") and ", " not in text and '": ' not in text
         assert json.loads(text)["format"] == fmt
-    x = torch.randn(3, *SHAPE)
-    assert torch.equal(artifact.load(tmp_path / "fp32")(x), model(x))
-    assert torch.allclose(frugalml.load(tmp_path / "codebook")(x), q.run(x))
+        assert torch.allclose(artifact.load(tmp_path / fmt)(x), expected)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from frugalml.compress.distill.losses import DistillFrom
 from frugalml.compress.prune import UnstructuredPrune, prune_with_metrics
-from frugalml.compress.prune._finetune import DistillFrom
 
 
 def test_distill_term_is_zero_for_identical_outputs_and_positive_otherwise():

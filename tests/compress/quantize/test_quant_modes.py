@@ -196,29 +196,41 @@ def test_qat_trains_through_the_trainer_and_leaves_the_float_model_alone(
     assert torch.equal(loaded(x), q(x))
 
 
-def test_codebook_qat_distill_pulls_the_codes_toward_the_float_model(mlp, data):
+@pytest.mark.parametrize(("mode", "fields", "report"), [("codebook", {"bits": 3}, "codebook_training"),
+                                                   ("qat", {}, "qat")])
+def test_qat_distill_pulls_the_model_toward_the_float_one(mode, fields, report, mlp, data, make):
     """`qat.distill` adds a KL term toward the model before quantization: on shuffled labels (which pull
-    the centroids anywhere), the distilled tuning stays closer to the float model than labels alone."""
+    the weights anywhere), the distilled tuning stays much closer to the float model than labels alone,
+    and the float model is left as it was (the teacher is a copy)."""
     import dataclasses
 
     import torch.nn.functional as F
 
-    from frugalml.train import TrainConfig
-
-    model, spec = mlp
-    shuffled = dataclasses.replace(data, y_train=data.y_train[torch.randperm(len(data.y_train),
-                                                                           generator=torch.Generator().manual_seed(0))])
+    model, _ = mlp
+    order = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0))
+    shuffled = dataclasses.replace(data, y_train=data.y_train[order])
     x = data.x_val
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         ref = F.log_softmax(model(x), -1)
 
     def kl(distill: float) -> float:
-        cfg = QuantizeStage(mode="codebook", bits=3, qat={"epochs": 4, "lr": 0.05, "distill": distill})
-        q = quantize(model, cfg, shuffled, spec=spec, train=TrainConfig(epochs=1, batch_size=32, seed=0))
-        report = q.frugal_report["codebook_training"]
-        assert ("distill" in report) == (distill > 0)
+        q = make(model, "torch", data=shuffled, mode=mode, qat={"epochs": 4, "lr": 0.05, "distill": distill}, **fields)
+        assert ("distill" in q.frugal_report[report]) == (distill > 0)
+        q.compiled = False
         with torch.no_grad():
             return float(F.kl_div(F.log_softmax(q(x), -1), ref, log_target=True, reduction="batchmean"))
 
     labels_only, distilled = kl(0.0), kl(5.0)
     assert distilled < 0.5 * labels_only, (distilled, labels_only)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training is False and all(p.requires_grad for p in model.parameters())
+
+
+def test_qat_distill_needs_a_training_mode_and_data(mlp):
+    from frugalml.errors import ConfigError
+
+    with pytest.raises(ValueError, match="qat.distill needs mode: qat or codebook"):
+        QuantizeStage(mode="static", qat={"distill": 1.0})
+    with pytest.raises(ConfigError, match="needs data"):
+        quantize(mlp[0], QuantizeStage(mode="codebook", backend="torch", qat={"distill": 1.0}), None)

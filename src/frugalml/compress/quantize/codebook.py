@@ -56,7 +56,7 @@ def layer_bits(model: nn.Module, settings: dict) -> dict[str, int]:
     return {n: int(own.get(n, settings.get("bits", 4))) for n, m in model.named_modules() if isinstance(m, LAYERS)}
 
 
-def fine_tune_centroids(model: nn.Module, ctx: QuantizeContext, teacher: nn.Module | None = None) -> dict | None:
+def fine_tune_centroids(model: nn.Module, ctx: QuantizeContext, teacher: nn.Module) -> dict | None:
     """Train only the codebooks (and the float parameters outside the clustered weights) with the Trainer;
     with `qat.distill` > 0, toward `teacher`'s outputs (the model before quantization) too."""
     from frugalml.train import Trainer, require_labels
@@ -66,7 +66,7 @@ def fine_tune_centroids(model: nn.Module, ctx: QuantizeContext, teacher: nn.Modu
     require_labels(ctx.data, "quantize mode codebook: qat (centroid fine-tuning)")
     checkpoints = ctx.workdir / "codebook" if ctx.workdir is not None else None
     ctx.log.info("codebook: fine-tuning the centroids for %d epoch(s) at lr %g", ctx.train.epochs, ctx.train.lr)
-    terms = ctx.loss_terms(teacher) if teacher is not None else []
+    terms = ctx.loss_terms(teacher)
     result = Trainer(model, ctx.data, ctx.train, loss_terms=terms, checkpoint_dir=checkpoints, log=ctx.log,
                      progress=False).fit(resume=ctx.resume)
     report = {"epochs_run": result.epochs_run, "best_val_accuracy": result.best_val_accuracy}

@@ -104,6 +104,8 @@ class QuantizeStage(StageConfig):
             bad = {k: v for k, v in self.layer_bits.items() if not 2 <= v <= 8}
             if bad:
                 raise ValueError(f"layer_bits: code widths must lie in 2..8 (got {bad})")
+        if self.qat.distill > 0 and self.mode not in ("qat", "codebook"):
+            raise ValueError(f"qat.distill needs mode: qat or codebook (mode is {self.mode!r})")
         if self.mixed_precision and self.mode != "static":
             raise ValueError(f"mixed_precision needs mode: static (mode is {self.mode!r})")
         if self.smooth is not None and self.mode not in ("static", "dynamic"):

@@ -157,6 +157,9 @@ def quantize(
         )
     mode = MODES[cfg.mode]
     names = [b.name for b in backends_for(cfg.mode)] if cfg.backend == "auto" else [cfg.backend]
+    if data is None and cfg.qat.distill > 0 and cfg.mode == "codebook":
+        raise ConfigError("quantize mode 'codebook' with qat.distill > 0 needs data: the centroids are "
+                          "fine-tuned (and distilled) on its training split")
     if data is None and (mode.needs_data or len(names) > 1 or cfg.mixed_precision or cfg.smooth is not None):
         raise ConfigError(
             f"quantize mode {cfg.mode!r} with backend {cfg.backend!r} needs data (calibration/val)"
