@@ -46,5 +46,6 @@ def pareto_plot(runs: list[tuple[str, list[dict]]], axis: str) -> bytes:
     ax.set_ylabel("test accuracy (%)" if metric == "accuracy" else f"test {metric} vs reference (×100)")
     ax.set_xscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing to label (e.g. no stage with this axis' value)
+        ax.legend(fontsize=8)
     return png_bytes(fig)
