@@ -139,14 +139,14 @@ def test_weight_only_covers_convolutions_and_pads_groups(bits, cnn, make, data, 
     assert stored < fp32 / (1.4 if bits == 4 else 1.2)
 
 
-def test_codebook_keeps_zeros_fine_tunes_centroids_and_stores_codes(mlp, data, tmp_path):
+def test_codebook_keeps_zeros_fine_tunes_centroids_and_stores_codes(mlp, data, measure_cfg, tmp_path):
     from frugalml.compress.prune import UnstructuredPrune, prune
     from frugalml.train import TrainConfig
 
     model, spec = mlp
     sparse = prune(model, UnstructuredPrune(ratio=0.8), data)
-    cfg = QuantizeStage(mode="codebook", bits=4, qat={"epochs": 1, "lr": 0.01})
-    q = quantize(sparse, cfg, data, spec=spec, train=TrainConfig(epochs=1, batch_size=64))
+    cfg = QuantizeStage(mode="codebook", bits=4, qat={"epochs": 1, "lr": 0.01}, references=[])
+    q = quantize(sparse, cfg, data, spec=spec, train=TrainConfig(epochs=1, batch_size=64), measure=measure_cfg)
     assert q.frugal_report["codebook_training"]["epochs_run"] == 1
     before = dict(sparse.named_parameters())
     for name, p in q.module.named_parameters():

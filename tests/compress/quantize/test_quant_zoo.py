@@ -59,13 +59,14 @@ def test_pruned_model_quantizes_roundtrips_and_exports(backend, cnn, data, make,
 
 
 @pytest.mark.parametrize(("mode", "backend", "bits"), [("codebook", "torch", 3), ("dynamic", "onnxruntime", 8)])
-def test_frugalml_save_of_a_quantized_model_writes_its_own_format(mode, backend, bits, data, tmp_path):
+def test_frugalml_save_of_a_quantized_model_writes_its_own_format(mode, backend, bits, data, measure_cfg, tmp_path):
     """`frugalml.save(frugalml.quantize(...))` from Python: no spec to pass (the float model's, plus what
     quantizing changed, e.g. folded BatchNorm), and the files are the quantized format's, not the float
     module's state labelled fp32 (a codebook model used to come back as a dense 'torch-fp32' artifact)."""
     torch.manual_seed(0)
     model = build_model("cnn", data.input_shape, data.num_classes).eval()
-    q = quantize(model, QuantizeStage(kind="quantize", mode=mode, backend=backend, bits=bits), data)
+    cfg = QuantizeStage(kind="quantize", mode=mode, backend=backend, bits=bits, references=[])
+    q = quantize(model, cfg, data, measure=measure_cfg)
     artifact.save(q, tmp_path / "q")
     info = artifact.read_info(tmp_path / "q")
     assert info["format"] == q.format != "torch-fp32"
