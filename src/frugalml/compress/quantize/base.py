@@ -205,6 +205,10 @@ class QuantizeContext:
 
         return [DistillFrom(copy.deepcopy(float_model), self.distill, self.temperature)]
 
+    def distill_report(self) -> dict:
+        """The distillation settings for a QAT report: empty when QAT trained on labels alone."""
+        return {"distill": self.distill, "temperature": self.temperature} if self.distill > 0 else {}
+
     def example(self) -> torch.Tensor:
         """One batch to trace the model with."""
         self._need_data("trace the model")

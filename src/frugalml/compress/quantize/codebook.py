@@ -66,11 +66,9 @@ def fine_tune_centroids(model: nn.Module, ctx: QuantizeContext, teacher: nn.Modu
     require_labels(ctx.data, "quantize mode codebook: qat (centroid fine-tuning)")
     checkpoints = ctx.workdir / "codebook" if ctx.workdir is not None else None
     ctx.log.info("codebook: fine-tuning the centroids for %d epoch(s) at lr %g", ctx.train.epochs, ctx.train.lr)
-    terms = ctx.loss_terms(teacher)
-    result = Trainer(model, ctx.data, ctx.train, loss_terms=terms, checkpoint_dir=checkpoints, log=ctx.log,
-                     progress=False).fit(resume=ctx.resume)
-    report = {"epochs_run": result.epochs_run, "best_val_accuracy": result.best_val_accuracy}
-    return {**report, "distill": ctx.distill, "temperature": ctx.temperature} if terms else report
+    result = Trainer(model, ctx.data, ctx.train, loss_terms=ctx.loss_terms(teacher), checkpoint_dir=checkpoints,
+                     log=ctx.log, progress=False).fit(resume=ctx.resume)
+    return {"epochs_run": result.epochs_run, "best_val_accuracy": result.best_val_accuracy, **ctx.distill_report()}
 
 
 class CodebookBackend(Backend):

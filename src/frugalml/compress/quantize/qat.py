@@ -59,5 +59,5 @@ def run_qat(backend: Backend, model: nn.Module, settings: dict, ctx: QuantizeCon
     result = trainer.fit(resume=ctx.resume)
     q = backend.qat_finish(prepared, model, settings)
     q.frugal_report["qat"] = {"epochs_run": result.epochs_run, "best_val_accuracy": result.best_val_accuracy,
-                              **({"distill": ctx.distill, "temperature": ctx.temperature} if ctx.distill > 0 else {})}
+                              **ctx.distill_report()}
     return q
