@@ -57,7 +57,7 @@ def context(
         calibration_batches=cfg.calibration_batches,
         calibration_batch_size=cfg.calibration_batch_size,
         train=tcfg,
-        distill=cfg.qat.distill if tcfg is not None else 0.0,
+        distill=cfg.qat.distill,  # > 0 only in modes qat and codebook (QuantizeStage rejects it elsewhere)
         temperature=cfg.qat.temperature,
         workdir=Path(workdir) if workdir is not None else None,
         resume=resume,
