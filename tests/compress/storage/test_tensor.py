@@ -48,6 +48,8 @@ TENSORS = {
     "int64": torch.arange(-5, 200),
     "bool": torch.rand(100, generator=torch.Generator().manual_seed(2)) < 0.5,
     "conv": _pruned((8, 4, 3, 3), keep=0.3),
+    "fp32_in_fp16": _pruned().half().float(),  # -0.0s included
+    "fp32_in_bf16": (_pruned() * 1e6).bfloat16().float(),  # beyond float16's range
 }
 
 
@@ -97,6 +99,37 @@ def test_few_distinct_values_become_a_palette_of_packed_codes():
     assert encoded.layout["values"] == {"kind": "palette", "size": 32}
     assert encoded.nbytes == 100 * 100 * 5 // 8 + 32 * 4  # 5-bit codes, packed, plus the fp32 codebook
     assert encode_tensor(TENSORS["int8_as_int4"], entropy="none").layout["streams"]["values"]["bits"] == 4
+
+
+def test_float32_that_fits_float16_or_bfloat16_is_stored_narrow_and_widened_back(same_bits):
+    assert encode_tensor(TENSORS["fp32_in_fp16"]).layout["narrow"] == "float16"
+    assert encode_tensor(TENSORS["fp32_in_bf16"]).layout["narrow"] == "bfloat16"
+    one_bit_off = TENSORS["fp32_in_fp16"].clone()
+    one_bit_off.view(torch.int32)[0, 0] += 1
+    assert "narrow" not in encode_tensor(one_bit_off).layout
+    assert "narrow" not in encode_tensor(TENSORS["specials"]).layout  # a NaN payload fp16 cannot hold
+    dense = torch.randn(64, 64, generator=torch.Generator().manual_seed(4)).half().float()
+    narrow, wide = encode_tensor(dense, entropy="none"), encode_tensor(dense.double(), entropy="none")
+    assert narrow.layout["dtype"] == "float32" and narrow.nbytes == 64 * 64 * 2
+    assert wide.nbytes == 64 * 64 * 8  # float64 is never narrowed
+    back = decode_tensor(narrow.streams, narrow.layout)
+    assert back.dtype == torch.float32
+    same_bits(back, dense)
+
+
+def test_small_float32_tensors_that_fit_float16_are_stored_as_float16(same_bits):
+    bias = torch.randn(10, generator=torch.Generator().manual_seed(5)).half().float()
+    state = {"fc.bias": bias, "fc.scale": torch.tensor([0.1]), "steps": torch.tensor(7)}
+    tensors, layout = encode_state(state)
+    assert layout == {}
+    assert tensors["fc.bias::float16"].dtype == torch.float16 and "fc.bias" not in tensors
+    assert tensors["fc.scale"].dtype == torch.float32  # 0.1 is not a float16 value
+    back = decode_state(tensors, layout)
+    assert sorted(back) == sorted(state)
+    for key, t in state.items():
+        same_bits(back[key], t)
+    with pytest.raises(ArtifactError, match="stored as float32, named float16"):
+        decode_state({"fc.bias::float16": bias}, {})
 
 
 def test_negative_zeros_keep_their_sign_in_a_second_index():
@@ -153,7 +186,10 @@ def _corruptions() -> dict:
     def no_key(streams, layout):
         return streams, {k: v for k, v in layout.items() if k != "values"}
 
-    return {f.__name__: f for f in (flip, truncate, drop, shape, dtype, index, no_key)}
+    def narrow(streams, layout):
+        return streams, {**layout, "narrow": "int8"}
+
+    return {f.__name__: f for f in (flip, truncate, drop, shape, dtype, index, no_key, narrow)}
 
 
 @pytest.mark.parametrize("corrupt", list(_corruptions().values()), ids=list(_corruptions()))

@@ -99,6 +99,7 @@ class QuantizedModel(nn.Module):
         """Write the files and model.json (enough to rebuild the float skeleton and re-apply the settings)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        spec = {**spec, **self.spec_changes}  # e.g. fold_bn: the caller's spec is the model before quantizing
         files, extra = self.artifact()
         written = []
         for name, content in files.items():

@@ -5,7 +5,9 @@ storage of their own), the centroids are fine-tuned through the one Trainer (`fr
 parametrization moves each centroid by the mean gradient of the weights sharing it, so one `qat.lr`
 suits dense and sparse layers alike), then baked back into plain
 weights. The model computes in fp32 as before; what shrinks is the file: the packed storage stores
-each weight as a `bits`-wide code, entropy-coded, plus its position when the model is sparse.
+each weight as a `bits`-wide code, entropy-coded, plus its position when the model is sparse. With
+`half_floats`, the centroids and biases are then rounded to float16 values, which the packed storage
+keeps in 2 bytes each (on the 93%-sparse Fashion-MNIST CNN, ~1.1 KB of fp32 centroids and biases).
 
 Artifact (format `torch-codebook`): one packed safetensors file of the baked weights.
 """
@@ -87,8 +89,12 @@ class CodebookBackend(Backend):
         apply_codebooks(module, bits)
         report = fine_tune_centroids(module, ctx, teacher=model)
         bake_codebooks(module)
-        with torch.no_grad():  # masked negative weights are -0.0: store them as the zeros they are
-            for p in module.parameters():
+        with torch.no_grad():
+            if settings.get("half_floats"):  # the packed storage keeps float16-exact fp32 in 2 bytes
+                for t in (*module.parameters(), *module.buffers()):
+                    if t.dtype == torch.float32:
+                        t.copy_(t.half().float())
+            for p in module.parameters():  # masked negative weights are -0.0: store them as the zeros they are
                 p.add_(0.0)
         # the folded model is what runs (and what params/MACs describe); its spec records the folding
         q = CodebookModel(module.eval(), module, {**settings, "layer_bits": bits})

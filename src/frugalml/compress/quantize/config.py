@@ -54,6 +54,11 @@ class QuantizeStage(StageConfig):
     layer_bits: dict[str, int] | None = Field(
         None, description="codebook: per-layer code widths (layer name -> 2..8) that override `bits`"
     )
+    half_floats: bool = Field(
+        False, description="codebook: round the float values left after fine-tuning (centroids, biases) to "
+        "float16 values, which the artifact then stores in 2 bytes instead of 4 (the model still computes in "
+        "fp32; the rounding is measured like the rest)"
+    )
     group_size: int | None = Field(
         None,
         ge=1,
@@ -104,6 +109,8 @@ class QuantizeStage(StageConfig):
             bad = {k: v for k, v in self.layer_bits.items() if not 2 <= v <= 8}
             if bad:
                 raise ValueError(f"layer_bits: code widths must lie in 2..8 (got {bad})")
+        if self.half_floats and self.mode != "codebook":
+            raise ValueError(f"half_floats needs mode: codebook (mode is {self.mode!r})")
         if self.qat.distill > 0 and self.mode not in ("qat", "codebook"):
             raise ValueError(f"qat.distill needs mode: qat or codebook (mode is {self.mode!r})")
         if self.mixed_precision and self.mode != "static":

@@ -29,7 +29,8 @@ def settings_of(cfg: QuantizeStage, backend: str, float_layers: list[str] | None
     if cfg.mode == "weight-only":
         settings.update(bits=cfg.bits, group_size=cfg.group_size)
     if cfg.mode == "codebook":
-        settings.update(bits=cfg.bits, layer_bits=cfg.layer_bits, fold_batchnorm=cfg.fold_batchnorm)
+        settings.update(bits=cfg.bits, layer_bits=cfg.layer_bits, fold_batchnorm=cfg.fold_batchnorm,
+                        half_floats=cfg.half_floats)
     if float_layers:
         settings["float_layers"] = list(float_layers)
     if cfg.smooth is not None:

@@ -11,6 +11,12 @@ The choice, per tensor, by total stream bytes after entropy coding (ties: the ea
   ``palette``: the distinct values (at most 256) as a codebook plus one n-bit code per value, n the
   fewest bits that count them. A weight with a k-means codebook baked in, or an int8 tensor that holds
   int4 values, lands here without being told.
+
+A float32 tensor whose every element survives a round trip through float16 (or else bfloat16) bit
+for bit is encoded as that narrower type (layout ``"narrow"``) and widened on decoding: a model whose
+float parameters were rounded to float16 on purpose (``quantize`` codebook ``half_floats``) stores
+them in 2 bytes without a lossy step here. Tensors under :data:`SMALL` elements, which carry no layout,
+are narrowed the same way and stored under ``<key>::float16`` / ``<key>::bfloat16``.
 """
 
 from __future__ import annotations
@@ -52,6 +58,22 @@ def _dtype(name: str) -> torch.dtype:
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown dtype {name!r}")
     return dtype
+
+
+NARROW = {torch.float32: (torch.float16, torch.bfloat16)}  # checked in this order
+
+
+def narrowed(t: torch.Tensor) -> torch.Tensor | None:
+    """`t` as the first type of :data:`NARROW` that holds every element bit-exactly (NaN payloads and
+    -0.0 included), or None."""
+    if t.dtype not in NARROW or t.numel() == 0:
+        return None
+    bits = t.view(_INT[t.element_size()])
+    for dtype in NARROW[t.dtype]:
+        small = t.to(dtype)
+        if torch.equal(small.to(t.dtype).view(bits.dtype), bits):
+            return small
+    return None
 
 
 def _values(values: np.ndarray, bits: int, codecs: tuple[str, ...]) -> tuple[dict, Streams, int]:
@@ -106,10 +128,14 @@ def encode_tensor(
         raise ValueError(f"entropy={entropy!r}; choose one of {', '.join(ENTROPY)}")
     codecs = ENTROPY[entropy]
     t = t.detach().cpu().contiguous()
-    shape, size = tuple(t.shape), t.element_size()
+    shape = tuple(t.shape)
+    layout = {"shape": list(shape), "dtype": _name(t.dtype), "crc32": zlib.crc32(_bits(t))}
+    small = narrowed(t)
+    if small is not None:
+        t, layout["narrow"] = small, _name(small.dtype)
+    size = t.element_size()
     bits = 8 * size
-    flat = t.reshape(-1).view(_INT[size]).numpy().view(_UINT[size])
-    layout = {"shape": list(shape), "dtype": str(t.dtype).removeprefix("torch."), "crc32": zlib.crc32(flat)}
+    flat = _bits(t)
     options = []
     if index is None or any(c["kind"] == "dense" for c in index):
         values_spec, streams, total = _values(flat, bits, codecs)
@@ -134,6 +160,16 @@ def encode_tensor(
     return out
 
 
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _bits(t: torch.Tensor) -> np.ndarray:
+    """The flat unsigned bit patterns of `t` (contiguous, on the CPU)."""
+    size = t.element_size()
+    return t.reshape(-1).view(_INT[size]).numpy().view(_UINT[size])
+
+
 def _read(streams: Mapping[str, np.ndarray | torch.Tensor], layout: dict, name: str, bits: int) -> np.ndarray:
     spec = layout["streams"].get(name, {"codec": "raw", "bits": bits, "count": 0})
     if int(spec["bits"]) != bits:
@@ -155,7 +191,12 @@ def _positions(
 
 def _decode(streams: Mapping, layout: dict) -> torch.Tensor:
     shape, dtype = tuple(int(s) for s in layout["shape"]), _dtype(layout["dtype"])
-    n, size = math.prod(shape), dtype.itemsize
+    stored_as = dtype
+    if "narrow" in layout:
+        stored_as = _dtype(layout["narrow"])
+        if stored_as not in NARROW.get(dtype, ()):
+            raise ValueError(f"{layout['dtype']} cannot be stored as {layout['narrow']}")
+    n, size = math.prod(shape), stored_as.itemsize
     bits, count = 8 * size, int(layout["stored"])
     values_spec = layout["values"]
     if values_spec["kind"] == "raw":
@@ -185,9 +226,11 @@ def _decode(streams: Mapping, layout: dict) -> torch.Tensor:
             if np.any(flat[where]):
                 raise ValueError("a -0.0 position also holds a stored value")
             flat[where] = _UINT[size](1 << (bits - 1))
-    if zlib.crc32(flat) != int(layout["crc32"]):
+    out = torch.from_numpy(flat.view(np.uint8 if size == 1 else f"<i{size}")).view(stored_as).reshape(shape)
+    out = out.to(dtype)
+    if zlib.crc32(_bits(out)) != int(layout["crc32"]):
         raise ValueError("checksum mismatch")
-    return torch.from_numpy(flat.view(np.uint8 if size == 1 else f"<i{size}")).view(dtype).reshape(shape)
+    return out
 
 
 def decode_tensor(
@@ -218,7 +261,12 @@ def encode_state(
     layout: dict[str, dict] = {}
     for key, value in state.items():
         if value.numel() < min_elements:
-            tensors[key] = value.detach().cpu().contiguous()
+            value = value.detach().cpu().contiguous()
+            small = narrowed(value)
+            if small is None:
+                tensors[key] = value
+            else:
+                tensors[f"{key}::{_name(small.dtype)}"] = small
             continue
         encoded = encode_tensor(value, **options)
         layout[key] = encoded.layout
@@ -232,6 +280,14 @@ def decode_state(
 ) -> dict[str, torch.Tensor]:
     """Inverse of :func:`encode_state`; errors name `where` (e.g. the file) and the tensor."""
     out = {k: v for k, v in tensors.items() if "::" not in k}  # the small tensors, stored as they are
+    wide = {_name(n): w for w, ns in NARROW.items() for n in ns}
+    for k, v in tensors.items():  # small float32 tensors stored narrower: <key>::float16
+        key, _, suffix = k.rpartition("::")
+        if key and suffix in wide and key not in layout and "::" not in key:
+            if _name(v.dtype) != suffix:
+                raise ArtifactError(f"{where + ': ' if where else ''}corrupt stored tensor {key!r} "
+                                    f"(stored as {_name(v.dtype)}, named {suffix})")
+            out[key] = v.to(wide[suffix])
     for key, spec in layout.items():
         names = spec.get("streams", {}) if isinstance(spec, dict) else {}
         streams = {n: tensors[f"{key}::{n}"] for n in names if f"{key}::{n}" in tensors}
