@@ -24,10 +24,12 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import torch
 import torch.nn as nn
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from frugalml import artifact
 from frugalml._io import atomic_write_json, atomic_write_text
@@ -44,9 +46,37 @@ log = logging.getLogger("frugalml")
 STATE = "state.json"
 
 
+def _as_written(value: Any) -> Any:
+    """`value` (a config, or what it holds) as JSON without the fields left at their defaults; one-value
+    Literal fields (the `kind:` / `type:` tags that say which config class it is) are always kept."""
+    if isinstance(value, BaseModel):
+        out = {}
+        for name, field in type(value).model_fields.items():
+            v = getattr(value, name)
+            tag = get_origin(field.annotation) is Literal and len(get_args(field.annotation)) == 1
+            if tag or field.is_required() or v != field.get_default(call_default_factory=True):
+                out[name] = _as_written(v)
+        return out
+    if isinstance(value, dict):
+        return {str(k): _as_written(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_written(v) for v in value]
+    return to_jsonable_python(value)
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def recipe_hash(recipe: Recipe) -> str:
-    text = json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """What `--resume` compares: the recipe's values that differ from the defaults, so a config field
+    added in a later version (at a default that keeps the old behaviour) does not orphan a run folder."""
+    return _digest(_as_written(recipe))
+
+
+def _legacy_recipe_hash(recipe: Recipe) -> str:
+    """The hash of every value, defaults included, that run folders written before 2026-12-03 hold."""
+    return _digest(recipe.model_dump(mode="json"))
 
 
 def inside(run_dir: Path, path: Path) -> Path:
@@ -99,7 +129,7 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool) -
     state_path = run_dir / STATE
     if resume and is_run_dir(run_dir):
         state = read_json(state_path, RunState)
-        if state.get("recipe_hash") != digest:
+        if state.get("recipe_hash") not in (digest, _legacy_recipe_hash(recipe)):
             raise ConfigError(
                 f"{run_dir}: was started with a different recipe; resume with the same recipe and "
                 "--set values, or use another --out"

@@ -65,6 +65,45 @@ def test_resume_with_another_recipe(tmp_path, recipe, cli):
     assert snapshot(tmp_path) == before
 
 
+def test_recipe_hash_counts_what_differs_from_the_defaults_and_every_kind():
+    """A field added later at its default must not orphan older run folders; a changed value, or another
+    stage kind / loss type whose other fields are all defaults, must still count."""
+    from frugalml.pipeline import _as_written, recipe_hash
+    from frugalml.recipe import recipe_from_mapping
+
+    def digest(**over):
+        return recipe_hash(recipe_from_mapping(tiny_recipe(**over), "r.yaml"))
+
+    written = _as_written(recipe_from_mapping(tiny_recipe(), "r.yaml"))
+    assert written["train"] == {"epochs": 2, "batch_size": 32}  # lr 0.05 is the default; a new field joins them
+    assert written["stages"] == [{"kind": "train", "name": "baseline"}]
+    base = digest()
+    assert digest(train={"epochs": 2, "batch_size": 32, "lr": 0.05, "weight_decay": 5e-4}) == base  # its default
+    assert digest(seed=7) != base
+    stages = [{"kind": "train", "name": "baseline"}, {"kind": "distill", "name": "s", "teacher": "baseline"}]
+    kd = digest(stages=stages)
+    dist = digest(stages=[stages[0], {**stages[1], "loss": {"type": "dist"}}])
+    assert len({base, kd, dist}) == 3
+
+
+def test_resume_accepts_a_run_folder_hashed_the_old_way(tmp_path, recipe, cli):
+    """Run folders written before the hash skipped defaults hold the hash of every value."""
+    import json
+
+    from frugalml.pipeline import _legacy_recipe_hash
+    from frugalml.recipe import load_recipe
+
+    out = tmp_path / "run"
+    assert cli("run", recipe, "--out", out).code == 0
+    state = json.loads((out / "state.json").read_text())
+    state["recipe_hash"] = _legacy_recipe_hash(load_recipe(recipe)[0])
+    (out / "state.json").write_text(json.dumps(state))
+    assert cli("run", recipe, "--out", out, "--resume").code == 0
+    state["recipe_hash"] = "0" * 16
+    (out / "state.json").write_text(json.dumps(state))
+    assert_clean_error(cli("run", recipe, "--out", out, "--resume"), "different recipe")
+
+
 def test_resume_with_nothing_to_resume(tmp_path, recipe, cli):
     before = snapshot(tmp_path)
     assert_clean_error(cli("run", recipe, "--out", tmp_path / "new", "--resume"), "nothing to resume")
