@@ -22,6 +22,18 @@ def test_distill_term_is_zero_for_identical_outputs_and_positive_otherwise():
     assert not any(p.requires_grad for p in term.teacher.parameters())
 
 
+def test_distill_term_moves_its_teacher_to_the_batches_device():
+    """The Trainer moves the student and the batches (to CUDA under NCCL), not the loss terms: the
+    teacher must follow, or the first batch fails with a device mismatch. `meta` stands in for a GPU."""
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    term = DistillFrom(copy.deepcopy(teacher), weight=0.5, temperature=2.0)
+    x = torch.randn(8, 1, 4, 4, device="meta")
+    loss = term(teacher, x, None, torch.randn(8, 3, device="meta"))
+    assert loss.device.type == "meta"
+    assert all(p.device.type == "meta" for p in term.teacher.parameters())
+    assert all(p.device.type == "cpu" for p in teacher.parameters())  # the term's copy moved, not the caller's
+
+
 def test_unstructured_finetune_with_distillation_uses_the_unpruned_teacher(data, monkeypatch):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, data.num_classes))

@@ -149,13 +149,19 @@ class LogitDistillTerm:
 class DistillFrom:
     """Trainer loss term: `weight * T^2 * KL(teacher || student)` on temperature-softened outputs
     (Hinton et al., `kd_loss`), the teacher being the model as it was before pruning or
-    quantization (frozen, eval mode): pruning's `finetune.distill`, quantization's `qat.distill`."""
+    quantization (frozen, eval mode): pruning's `finetune.distill`, quantization's `qat.distill`.
+    The teacher is the caller's own copy: it follows the batches to their device (the Trainer moves the
+    student, not the loss terms)."""
 
     def __init__(self, teacher: nn.Module, weight: float, temperature: float) -> None:
         self.teacher = teacher.eval().requires_grad_(False)
         self.weight, self.t = weight, temperature
+        self._device: torch.device | None = None
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if x.device != self._device:
+            self.teacher.to(x.device)
+            self._device = x.device
         with torch.no_grad():
             teacher_logits = self.teacher(x)
         return self.weight * kd_loss(logits, teacher_logits, self.t)
