@@ -40,6 +40,7 @@ from frugalml.measure.task import bind_reference
 from frugalml.recipe import Recipe, dump_recipe
 from frugalml.schemas import SCHEMA_VERSION, RunState, StageMetrics, read_json
 from frugalml.stages import StageConfig, StageContext, handler_for
+from frugalml.train.config import _Overrides
 from frugalml.train import distributed
 
 log = logging.getLogger("frugalml")
@@ -49,12 +50,15 @@ STATE = "state.json"
 def _as_written(value: Any) -> Any:
     """`value` (a config, or what it holds) as JSON without the fields left at their defaults; one-value
     Literal fields (the `kind:` / `type:` tags that say which config class it is) are always kept."""
+    if isinstance(value, _Overrides):  # every key given counts: an explicit null there means "clear"
+        return {k: _as_written(getattr(value, k)) for k in sorted(value.model_fields_set)}
     if isinstance(value, BaseModel):
         out = {}
         for name, field in type(value).model_fields.items():
             v = getattr(value, name)
             tag = get_origin(field.annotation) is Literal and len(get_args(field.annotation)) == 1
-            if tag or field.is_required() or v != field.get_default(call_default_factory=True):
+            given = isinstance(v, _Overrides) and bool(v.model_fields_set)  # equal to an empty one, yet not
+            if tag or given or field.is_required() or v != field.get_default(call_default_factory=True):
                 out[name] = _as_written(v)
         return out
     if isinstance(value, dict):
@@ -70,7 +74,9 @@ def _digest(data: Any) -> str:
 
 def recipe_hash(recipe: Recipe) -> str:
     """What `--resume` compares: the recipe's values that differ from the defaults, so a config field
-    added in a later version (at a default that keeps the old behaviour) does not orphan a run folder."""
+    added in a later version (at a default that keeps the old behaviour) does not orphan a run folder.
+    The other side of that choice: a default changed by a later version does not change the hash either,
+    so such a change must be treated as breaking (release notes), as it is for every user's recipe."""
     return _digest(_as_written(recipe))
 
 

@@ -84,6 +84,9 @@ def test_recipe_hash_counts_what_differs_from_the_defaults_and_every_kind():
     kd = digest(stages=stages)
     dist = digest(stages=[stages[0], {**stages[1], "loss": {"type": "dist"}}])
     assert len({base, kd, dist}) == 3
+    # in a stage's train overrides an explicit null clears the recipe's value: it counts
+    cleared = digest(stages=[{"kind": "train", "name": "baseline", "train": {"augment": None}}])
+    assert cleared != base
 
 
 def test_resume_accepts_a_run_folder_hashed_the_old_way(tmp_path, recipe, cli):

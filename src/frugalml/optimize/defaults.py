@@ -73,8 +73,10 @@ def default_space(model: nn.Module, objectives: list[Objective], train_epochs: i
         if linear_heavy:
             quantize["dynamic"] = {"kind": "quantize", "mode": "dynamic", "backend": "auto", "references": no_refs}
     if small:
+        # half_floats: centroids and biases in 2 bytes, for no measurable accuracy (BENCHMARKS.md, #9)
         quantize["codebook"] = {"kind": "quantize", "mode": "codebook", "bits": {"low": 3, "high": 6},
-                                "qat": {"epochs": _epochs(min(3, top)), "lr": 0.01}, "references": no_refs}
+                                "half_floats": True, "qat": {"epochs": _epochs(min(3, top)), "lr": 0.01},
+                                "references": no_refs}
         if linear_heavy:
             quantize["int4"] = {"kind": "quantize", "mode": "weight-only", "bits": 4, "references": no_refs}
     if len(quantize) > 1:

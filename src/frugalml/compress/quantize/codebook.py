@@ -6,8 +6,9 @@ parametrization moves each centroid by the mean gradient of the weights sharing 
 suits dense and sparse layers alike), then baked back into plain
 weights. The model computes in fp32 as before; what shrinks is the file: the packed storage stores
 each weight as a `bits`-wide code, entropy-coded, plus its position when the model is sparse. With
-`half_floats`, the centroids and biases are then rounded to float16 values, which the packed storage
-keeps in 2 bytes each (on the 93%-sparse Fashion-MNIST CNN, ~1.1 KB of fp32 centroids and biases).
+`half_floats`, every float32 parameter and buffer (centroids, biases) is then rounded to float16
+values, which the packed storage keeps in 2 bytes each; a tensor float16 cannot hold (values beyond
+65504) stays float32, with a note.
 
 Artifact (format `torch-codebook`): one packed safetensors file of the baked weights.
 """
@@ -58,6 +59,22 @@ def layer_bits(model: nn.Module, settings: dict) -> dict[str, int]:
     return {n: int(own.get(n, settings.get("bits", 4))) for n, m in model.named_modules() if isinstance(m, LAYERS)}
 
 
+def _round_to_half(module: nn.Module) -> list[str]:
+    """Round every float32 parameter and buffer (centroids, biases; BatchNorm statistics when it was not
+    folded) to float16 values in place; returns the names of those left alone because float16 would
+    turn some of their values into inf."""
+    kept = []
+    for name, t in (*module.named_parameters(), *module.named_buffers()):
+        if t.dtype != torch.float32:
+            continue
+        rounded = t.half().float()
+        if bool((torch.isfinite(rounded) | ~torch.isfinite(t)).all()):
+            t.copy_(rounded)
+        else:
+            kept.append(name)
+    return kept
+
+
 def fine_tune_centroids(model: nn.Module, ctx: QuantizeContext, teacher: nn.Module) -> dict | None:
     """Train only the codebooks (and the float parameters outside the clustered weights) with the Trainer;
     with `qat.distill` > 0, toward `teacher`'s outputs (the model before quantization) too."""
@@ -90,10 +107,8 @@ class CodebookBackend(Backend):
         report = fine_tune_centroids(module, ctx, teacher=model)
         bake_codebooks(module)
         with torch.no_grad():
-            if settings.get("half_floats"):  # the packed storage keeps float16-exact fp32 in 2 bytes
-                for t in (*module.parameters(), *module.buffers()):
-                    if t.dtype == torch.float32:
-                        t.copy_(t.half().float())
+            # the packed storage keeps float16-exact fp32 in 2 bytes
+            kept = _round_to_half(module) if settings.get("half_floats") else []
             for p in module.parameters():  # masked negative weights are -0.0: store them as the zeros they are
                 p.add_(0.0)
         # the folded model is what runs (and what params/MACs describe); its spec records the folding
@@ -103,6 +118,11 @@ class CodebookBackend(Backend):
             q.frugal_report["folded_batchnorm"] = len(folded)
         if report is not None:
             q.frugal_report["codebook_training"] = report
+        if kept:
+            note = (f"half_floats: {len(kept)} tensor(s) hold values beyond float16's range and stay float32: "
+                    f"{', '.join(kept[:5])}{' …' if len(kept) > 5 else ''}")
+            ctx.log.warning(note)
+            q.frugal_report.setdefault("notes", []).append(note)
         return q
 
     def load(self, directory: Path, info: dict, trust_code: Trust = False) -> CodebookModel:

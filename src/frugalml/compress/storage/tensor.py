@@ -64,10 +64,10 @@ NARROW = {torch.float32: (torch.float16, torch.bfloat16)}  # checked in this ord
 
 
 def narrowed(t: torch.Tensor) -> torch.Tensor | None:
-    """`t` as the first type of :data:`NARROW` that holds every element bit-exactly (NaN payloads and
-    -0.0 included), or None."""
-    if t.dtype not in NARROW or t.numel() == 0:
-        return None
+    """`t` as the first type of :data:`NARROW` that holds every element bit-exactly (-0.0 included), or
+    None; never a tensor holding NaN."""
+    if t.dtype not in NARROW or t.numel() == 0 or bool(torch.isnan(t).any()):
+        return None  # NaN payloads: float16 conversion keeps or drops them depending on the kernel
     bits = t.view(_INT[t.element_size()])
     for dtype in NARROW[t.dtype]:
         small = t.to(dtype)
@@ -284,9 +284,9 @@ def decode_state(
     for k, v in tensors.items():  # small float32 tensors stored narrower: <key>::float16
         key, _, suffix = k.rpartition("::")
         if key and suffix in wide and key not in layout and "::" not in key:
-            if _name(v.dtype) != suffix:
-                raise ArtifactError(f"{where + ': ' if where else ''}corrupt stored tensor {key!r} "
-                                    f"(stored as {_name(v.dtype)}, named {suffix})")
+            if _name(v.dtype) != suffix or key in out:
+                why = f"stored twice: {key} and {k}" if key in out else f"stored as {_name(v.dtype)}, named {suffix}"
+                raise ArtifactError(f"{where + ': ' if where else ''}corrupt stored tensor {key!r} ({why})")
             out[key] = v.to(wide[suffix])
     for key, spec in layout.items():
         names = spec.get("streams", {}) if isinstance(spec, dict) else {}
