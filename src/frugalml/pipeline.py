@@ -16,20 +16,16 @@ state.json); input errors found while a run starts leave no folder behind.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel
-from pydantic_core import to_jsonable_python
 
 from frugalml import artifact
 from frugalml._io import atomic_write_json, atomic_write_text
@@ -38,51 +34,13 @@ from frugalml.errors import ArtifactError, ConfigError, FrugalError
 from frugalml.measure import MeasureConfig, environment, measure
 from frugalml.measure.task import bind_reference
 from frugalml.recipe import Recipe, dump_recipe
+from frugalml.recipe_hash import _legacy_recipe_hash, recipe_hash
 from frugalml.schemas import SCHEMA_VERSION, RunState, StageMetrics, read_json
 from frugalml.stages import StageConfig, StageContext, handler_for
-from frugalml.train.config import _Overrides
 from frugalml.train import distributed
 
 log = logging.getLogger("frugalml")
 STATE = "state.json"
-
-
-def _as_written(value: Any) -> Any:
-    """`value` (a config, or what it holds) as JSON without the fields left at their defaults; one-value
-    Literal fields (the `kind:` / `type:` tags that say which config class it is) are always kept."""
-    if isinstance(value, _Overrides):  # every key given counts: an explicit null there means "clear"
-        return {k: _as_written(getattr(value, k)) for k in sorted(value.model_fields_set)}
-    if isinstance(value, BaseModel):
-        out = {}
-        for name, field in type(value).model_fields.items():
-            v = getattr(value, name)
-            tag = get_origin(field.annotation) is Literal and len(get_args(field.annotation)) == 1
-            given = isinstance(v, _Overrides) and bool(v.model_fields_set)  # equal to an empty one, yet not
-            if tag or given or field.is_required() or v != field.get_default(call_default_factory=True):
-                out[name] = _as_written(v)
-        return out
-    if isinstance(value, dict):
-        return {str(k): _as_written(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_as_written(v) for v in value]
-    return to_jsonable_python(value)
-
-
-def _digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def recipe_hash(recipe: Recipe) -> str:
-    """What `--resume` compares: the recipe's values that differ from the defaults, so a config field
-    added in a later version (at a default that keeps the old behaviour) does not orphan a run folder.
-    The other side of that choice: a default changed by a later version does not change the hash either,
-    so such a change must be treated as breaking (release notes), as it is for every user's recipe."""
-    return _digest(_as_written(recipe))
-
-
-def _legacy_recipe_hash(recipe: Recipe) -> str:
-    """The hash of every value, defaults included, that run folders written before 2026-12-03 hold."""
-    return _digest(recipe.model_dump(mode="json"))
 
 
 def inside(run_dir: Path, path: Path) -> Path:

@@ -68,8 +68,8 @@ def test_resume_with_another_recipe(tmp_path, recipe, cli):
 def test_recipe_hash_counts_what_differs_from_the_defaults_and_every_kind():
     """A field added later at its default must not orphan older run folders; a changed value, or another
     stage kind / loss type whose other fields are all defaults, must still count."""
-    from frugalml.pipeline import _as_written, recipe_hash
     from frugalml.recipe import recipe_from_mapping
+    from frugalml.recipe_hash import _as_written, recipe_hash
 
     def digest(**over):
         return recipe_hash(recipe_from_mapping(tiny_recipe(**over), "r.yaml"))
@@ -93,8 +93,8 @@ def test_resume_accepts_a_run_folder_hashed_the_old_way(tmp_path, recipe, cli):
     """Run folders written before the hash skipped defaults hold the hash of every value."""
     import json
 
-    from frugalml.pipeline import _legacy_recipe_hash
     from frugalml.recipe import load_recipe
+    from frugalml.recipe_hash import _legacy_recipe_hash
 
     out = tmp_path / "run"
     assert cli("run", recipe, "--out", out).code == 0
