@@ -13,7 +13,7 @@ import torch
 
 import frugalml
 from frugalml.compress.quantize import save_quantized
-from frugalml.compress.quantize.codebook import _round_to_half
+from frugalml.compress.quantize.codebook import round_to_half
 
 
 def main() -> None:
@@ -21,7 +21,7 @@ def main() -> None:
     q = frugalml.load(src)
     info = json.loads((src / "model.json").read_text())
     with torch.no_grad():
-        kept = _round_to_half(q.module)
+        kept = round_to_half(q.module)
         for p in q.module.parameters():
             p.add_(0.0)
     q.frugal_settings = {**q.frugal_settings, "half_floats": True}

@@ -34,7 +34,7 @@ from frugalml.errors import ArtifactError, ConfigError, FrugalError
 from frugalml.measure import MeasureConfig, environment, measure
 from frugalml.measure.task import bind_reference
 from frugalml.recipe import Recipe, dump_recipe
-from frugalml.recipe_hash import _legacy_recipe_hash, recipe_hash
+from frugalml.recipe_hash import legacy_recipe_hash, recipe_hash
 from frugalml.schemas import SCHEMA_VERSION, RunState, StageMetrics, read_json
 from frugalml.stages import StageConfig, StageContext, handler_for
 from frugalml.train import distributed
@@ -93,7 +93,7 @@ def _prepare_run_dir(run_dir: Path, recipe: Recipe, resume: bool, force: bool) -
     state_path = run_dir / STATE
     if resume and is_run_dir(run_dir):
         state = read_json(state_path, RunState)
-        if state.get("recipe_hash") not in (digest, _legacy_recipe_hash(recipe)):
+        if state.get("recipe_hash") not in (digest, legacy_recipe_hash(recipe)):
             raise ConfigError(
                 f"{run_dir}: was started with a different recipe; resume with the same recipe and "
                 "--set values, or use another --out"

@@ -46,6 +46,6 @@ def recipe_hash(recipe: Recipe) -> str:
     return _digest(_as_written(recipe))
 
 
-def _legacy_recipe_hash(recipe: Recipe) -> str:
+def legacy_recipe_hash(recipe: Recipe) -> str:
     """The hash of every value, defaults included, that run folders written before 2026-12-03 hold."""
     return _digest(recipe.model_dump(mode="json"))

@@ -94,12 +94,12 @@ def test_resume_accepts_a_run_folder_hashed_the_old_way(tmp_path, recipe, cli):
     import json
 
     from frugalml.recipe import load_recipe
-    from frugalml.recipe_hash import _legacy_recipe_hash
+    from frugalml.recipe_hash import legacy_recipe_hash
 
     out = tmp_path / "run"
     assert cli("run", recipe, "--out", out).code == 0
     state = json.loads((out / "state.json").read_text())
-    state["recipe_hash"] = _legacy_recipe_hash(load_recipe(recipe)[0])
+    state["recipe_hash"] = legacy_recipe_hash(load_recipe(recipe)[0])
     (out / "state.json").write_text(json.dumps(state))
     assert cli("run", recipe, "--out", out, "--resume").code == 0
     state["recipe_hash"] = "0" * 16

@@ -182,13 +182,13 @@ def test_codebook_half_floats_stores_centroids_and_biases_in_two_bytes(cnn, make
 
 
 def test_half_floats_leaves_a_tensor_float16_cannot_hold_in_float32():
-    from frugalml.compress.quantize.codebook import _round_to_half
+    from frugalml.compress.quantize.codebook import round_to_half
 
     layer = torch.nn.Linear(3, 2)
     with torch.no_grad():
         layer.bias[0] = 1e5  # float16 tops out at 65504: rounding would make it inf
         before = layer.bias.clone()
-        assert _round_to_half(layer) == ["bias"]
+        assert round_to_half(layer) == ["bias"]
     assert torch.equal(layer.bias, before)
     assert torch.equal(layer.weight.half().float(), layer.weight)
 

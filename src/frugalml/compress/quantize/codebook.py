@@ -59,7 +59,7 @@ def layer_bits(model: nn.Module, settings: dict) -> dict[str, int]:
     return {n: int(own.get(n, settings.get("bits", 4))) for n, m in model.named_modules() if isinstance(m, LAYERS)}
 
 
-def _round_to_half(module: nn.Module) -> list[str]:
+def round_to_half(module: nn.Module) -> list[str]:
     """Round every float32 parameter and buffer (centroids, biases; BatchNorm statistics when it was not
     folded) to float16 values in place; returns the names of those left alone because float16 would
     turn some of their values into inf."""
@@ -108,7 +108,7 @@ class CodebookBackend(Backend):
         bake_codebooks(module)
         with torch.no_grad():
             # the packed storage keeps float16-exact fp32 in 2 bytes
-            kept = _round_to_half(module) if settings.get("half_floats") else []
+            kept = round_to_half(module) if settings.get("half_floats") else []
             for p in module.parameters():  # masked negative weights are -0.0: store them as the zeros they are
                 p.add_(0.0)
         # the folded model is what runs (and what params/MACs describe); its spec records the folding

@@ -164,6 +164,9 @@ def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+_WIDE = {_name(n): w for w, ns in NARROW.items() for n in ns}  # "float16" -> torch.float32
+
+
 def _bits(t: torch.Tensor) -> np.ndarray:
     """The flat unsigned bit patterns of `t` (contiguous, on the CPU)."""
     size = t.element_size()
@@ -244,7 +247,11 @@ def decode_tensor(
         reason = f"missing {e}"
     except (ValueError, TypeError, IndexError, OverflowError, AttributeError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise ArtifactError(f"{where + ': ' if where else ''}corrupt stored tensor {name!r} ({reason})")
+    raise _corrupt(where, name, reason)
+
+
+def _corrupt(where: str, name: str, reason: str) -> ArtifactError:
+    return ArtifactError(f"{where + ': ' if where else ''}corrupt stored tensor {name!r} ({reason})")
 
 
 SMALL = 256  # tensors with fewer elements are stored as they are: a layout entry would cost more
@@ -280,14 +287,14 @@ def decode_state(
 ) -> dict[str, torch.Tensor]:
     """Inverse of :func:`encode_state`; errors name `where` (e.g. the file) and the tensor."""
     out = {k: v for k, v in tensors.items() if "::" not in k}  # the small tensors, stored as they are
-    wide = {_name(n): w for w, ns in NARROW.items() for n in ns}
     for k, v in tensors.items():  # small float32 tensors stored narrower: <key>::float16
         key, _, suffix = k.rpartition("::")
-        if key and suffix in wide and key not in layout and "::" not in key:
-            if _name(v.dtype) != suffix or key in out:
-                why = f"stored twice: {key} and {k}" if key in out else f"stored as {_name(v.dtype)}, named {suffix}"
-                raise ArtifactError(f"{where + ': ' if where else ''}corrupt stored tensor {key!r} ({why})")
-            out[key] = v.to(wide[suffix])
+        if key and suffix in _WIDE and key not in layout and "::" not in key:
+            if key in out:
+                raise _corrupt(where, key, f"stored twice: {key} and {k}")
+            if _name(v.dtype) != suffix:
+                raise _corrupt(where, key, f"stored as {_name(v.dtype)}, named {suffix}")
+            out[key] = v.to(_WIDE[suffix])
     for key, spec in layout.items():
         names = spec.get("streams", {}) if isinstance(spec, dict) else {}
         streams = {n: tensors[f"{key}::{n}"] for n in names if f"{key}::{n}" in tensors}
