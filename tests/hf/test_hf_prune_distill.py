@@ -172,3 +172,27 @@ def test_hidden_state_hints_are_refused_where_they_cannot_work(encoder, bound):
         prune_with_metrics(copy.deepcopy(encoder), StructuredPrune(
             ratio=0.25, finetune={"epochs": 1, "distill": 1.0, "hints": [{"student": "backbone.nope", "teacher": LAYERS[0]}]}),
             bound)
+
+
+def test_activation_importance_and_reconstruction_bring_a_pruned_encoder_closer(encoder, bound):
+    """On token inputs: padding is left out of the statistics, the attention output and FFN output
+    projections of every layer are refitted, and the embeddings end nearer the unpruned model's."""
+    from frugalml.measure.task import cosine
+
+    cfg = StructuredPrune(ratio=0.25, importance="activation", reconstruct=True, calibration_batches=4)
+    pruned, metrics = prune_with_metrics(copy.deepcopy(encoder), cfg, bound, seed=0)
+    plain = prune_with_metrics(copy.deepcopy(encoder), cfg.model_copy(update={"reconstruct": False}), bound, seed=0)[0]
+    assert pruned.heads() == [3, 3]
+    refitted = metrics["steps"][0]["reconstructed"]
+    assert sorted(refitted) == sorted(f"backbone.encoder.layer.{i}.{p}.dense" for i in range(2)
+                                      for p in ("attention.output", "output"))
+    assert all(r["refitted"] and r["mse_after"] < r["mse_before"] for r in refitted.values())
+    from frugalml.compress.prune._calibrate import calibration_batches
+
+    batches = calibration_batches(bound, 4, seed=0)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    assert tokens < sum(b["attention_mask"].numel() for b in batches)  # the batches hold padding
+    assert all(r["rows"] == tokens for r in refitted.values())  # real tokens only
+    x, ref = bound.x_test, bound.y_test
+    with torch.no_grad():
+        assert cosine(pruned(x), ref).mean() > cosine(plain(x), ref).mean()

@@ -125,7 +125,7 @@ def test_latency_budget_loop_stops_under_budget(data, zoo, monkeypatch):
     assert len(calls) > 3  # measured after every increment
 
 
-@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor", "random"])
+@pytest.mark.parametrize("importance", ["l1", "l2", "bn_scale", "taylor", "random", "activation"])
 def test_every_importance_criterion_prunes(importance, data, zoo):
     model = zoo("cnn", channels=[8, 16])
     cfg = StructuredPrune(ratio=0.5, importance=importance, taylor_batches=1)

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from frugalml.compress.prune._calibrate import OutputContribution
 from frugalml.compress.prune._layers import check_layer_names, classifier, selected
 from frugalml.compress.prune._tp_rnn import RNNHiddenPruner, supported
 from frugalml.data.features import Features
@@ -44,6 +45,7 @@ _IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
     "bn_scale": tp.importance.BNScaleImportance,
     "taylor": tp.importance.TaylorImportance,
     "random": tp.importance.RandomImportance,
+    "activation": OutputContribution,  # its activation norms are measured before each step
 }
 
 
@@ -91,7 +93,7 @@ class BranchBalanced(tp.importance.Importance):
 def make_importance(name: str, model: nn.Module) -> tp.importance.Importance:
     if name == "bn_scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         raise ConfigError("prune.importance: bn_scale needs BatchNorm layers and this model has none; "
-                          "allowed here: l1, l2, taylor, random")
+                          "allowed here: l1, l2, taylor, random, activation")
     return BranchBalanced(_IMPORTANCE[name]())
 
 
@@ -112,41 +114,6 @@ def layer_shapes(model: nn.Module) -> dict[str, int]:
                 out[f"{name}.{attr}" if attr.startswith("num_") else name] = getattr(m, attr)
                 break
     return out
-
-
-ZERO_LOSS = 1e-6  # below this the loss is rounding noise (1 - cosine of a model to its own outputs: ~1e-8)
-
-
-def taylor_grads(model: nn.Module, data: Any, batches: int, seed: int) -> Callable[[], None]:
-    """First-order Taylor importance needs dL/dw: accumulate a few training batches (eval mode, so
-    BN statistics are untouched)."""
-
-    from frugalml.measure.task import task_of
-
-    task = task_of(data)  # the data's own objective: cross-entropy, 1 - cosine to the reference, MSE
-
-    def run() -> None:
-        losses: list[float] = []
-        model.zero_grad(set_to_none=True)
-        was_training = model.training
-        model.eval()
-        try:
-            loader = data.loader("train", batch_size=64, shuffle=True, seed=seed)
-            for i, (x, y) in enumerate(loader):
-                if i >= batches:
-                    break
-                loss = task.loss(model(x), y)
-                loss.backward()
-                losses.append(float(loss.detach()))
-        finally:
-            model.train(was_training)
-        if losses and max(losses) < ZERO_LOSS:
-            raise ConfigError(
-                f"importance: taylor needs a loss with a gradient at this model, and the {task.name} task's loss "
-                f"is {max(losses):.1g} here (its targets are this model's own outputs); use importance: l1 or l2"
-            )
-
-    return run
 
 
 class StructuredPruner:
@@ -190,7 +157,7 @@ class StructuredPruner:
         by_name = dict(model.named_modules())
         self.num_heads = dict(hints["num_heads"])
         self.initial_heads = dict(self.num_heads)
-        scorer = make_importance(importance, model)
+        self.scorer = scorer = make_importance(importance, model)
         was_training = model.training
         try:
             with quiet():

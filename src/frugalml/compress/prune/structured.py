@@ -20,8 +20,14 @@ import torch
 import torch.nn as nn
 from pydantic import Field, model_validator
 
+from frugalml.compress.prune._calibrate import (
+    activation_stats,
+    calibration_batches,
+    reconstruct,
+    taylor_grads,
+)
 from frugalml.compress.prune._layers import count_macs, param_count, selected
-from frugalml.compress.prune._tp_pruner import BlockedGroup, StructuredPruner, layer_shapes, taylor_grads
+from frugalml.compress.prune._tp_pruner import BlockedGroup, StructuredPruner, layer_shapes
 from frugalml.compress.prune._unpruned import left_unpruned
 from frugalml.compress.prune.api import PruneInputs, register_method
 from frugalml.compress.prune.config import PruneConfig
@@ -41,8 +47,10 @@ class StructuredPrune(PruneConfig):
     ratio: float | None = Field(
         None, ge=0, lt=1, description="fraction of channels (and attention heads) removed from each prunable layer"
     )
-    importance: Literal["l1", "l2", "bn_scale", "taylor", "random"] = Field(
-        "l1", description="how channels are ranked (concat branches are ranked each against itself)"
+    importance: Literal["l1", "l2", "bn_scale", "taylor", "random", "activation"] = Field(
+        "l1", description="how channels are ranked (concat branches are ranked each against itself); "
+        "activation: what each channel adds to its consumers' outputs on calibration batches, "
+        "||W[:, i]|| * ||x_i|| (Wanda-sp)"
     )
     macs_budget: float | None = Field(None, gt=0, lt=1, description="fraction of the original MACs to keep")
     latency_budget_ms: float | None = Field(None, gt=0, description="target median latency at batch 64")
@@ -56,6 +64,13 @@ class StructuredPrune(PruneConfig):
         None, ge=2, description="keep channel counts multiples of this (e.g. 8: faster CPU kernels)"
     )
     taylor_batches: int = Field(4, ge=1, description="batches of loss.backward() for taylor importance")
+    reconstruct: bool = Field(
+        False, description="after pruning, before fine-tuning: refit each Linear layer that lost inputs (and "
+        "kept its outputs) by least squares to the unpruned model's outputs on calibration batches"
+    )
+    calibration_batches: int = Field(
+        32, ge=1, description="training batches of 32 that importance: activation and reconstruct read"
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> StructuredPrune:
@@ -137,21 +152,32 @@ def _prune_in_place(
         max_layer_ratio=cfg.max_layer_ratio, ignore=cfg.ignore, targets=cfg.targets,
         ratio_by_layer=ratio_by_layer, round_to=cfg.round_to, blocked=blocked, check_ratio=not cfg.budgeted,
     )
-    grads = taylor_grads(model, data, cfg.taylor_batches, inputs.seed) if cfg.importance == "taylor" else None
+    calib = calibration_batches(data, cfg.calibration_batches, inputs.seed) \
+        if cfg.importance == "activation" or cfg.reconstruct else []
+    grads = taylor_grads(model, data, cfg.taylor_batches, inputs.seed) if cfg.importance == "taylor" else \
+        activation_stats(pruner.scorer, model, calib) if cfg.importance == "activation" else None
     lat0 = latency_b64(model, data, inputs.measure_config) if cfg.latency_budget_ms is not None else None
     epochs = cfg.finetune.epochs if cfg.finetune is not None else 0
     history = []
     for i in range(1, cfg.steps + 1):
+        # refitted to the model as this step found it: after step 1, the fine-tuned one
+        unpruned = copy.deepcopy(model) if cfg.reconstruct else None
         if cfg.budgeted:
             _prune_to_budget(model, cfg, inputs, pruner, grads, macs0, lat0, i)
         else:
             pruner.step(grads)
+        refitted = reconstruct(model, unpruned, calib) if unpruned is not None else None
+        unpruned = None  # not kept through the fine-tuning
+        if refitted is not None:
+            log.info("prune step %d: refitted %d of %d layers by least squares (%s)", i,
+                     sum(r["refitted"] for r in refitted.values()), len(refitted), _mse_summary(refitted))
         step_epochs = epochs // cfg.steps + (1 if i > cfg.steps - epochs % cfg.steps else 0)
         ft = None
         if step_epochs:
             checkpoint = f"finetune_step{i}" if cfg.steps > 1 else "finetune"
             ft = inputs.finetune(model, cfg.finetune, epochs=step_epochs, checkpoint=checkpoint)
-        history.append({"step": i, "macs": count_macs(model, example1), "finetune": ft})
+        history.append({"step": i, "macs": count_macs(model, example1), "finetune": ft}
+                       | ({"reconstructed": refitted} if refitted is not None else {}))
         log.info("prune step %d/%d: %.3g MACs (%.1f%% of original)", i, cfg.steps, history[-1]["macs"],
                  100 * history[-1]["macs"] / max(macs0, 1))
 
@@ -180,6 +206,17 @@ def _prune_in_place(
         metrics["latency_b64_ms_before"] = round(lat0, 3)
         metrics["latency_b64_ms_after"] = round(latency_b64(model, data, inputs.measure_config), 3)
     return metrics
+
+
+def _mse_summary(refitted: dict[str, dict]) -> str:
+    if not refitted:
+        return "no Linear layer lost inputs and kept its outputs"
+    done = [r for r in refitted.values() if r["refitted"]]
+    if not done:
+        return "none improved on the calibration data"
+    before = sum(r["mse_before"] for r in done) / len(done)
+    after = sum(r["mse_after"] for r in done) / len(done)
+    return f"mean output MSE {before:.4g} -> {after:.4g}"
 
 
 def _prune_to_budget(

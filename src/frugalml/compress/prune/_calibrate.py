@@ -1,0 +1,262 @@
+"""Structured pruning that looks at data: `importance: activation` ranks channels by what they
+contribute to their consumers' outputs, `reconstruct` refits the layers that lost inputs so their
+outputs match the unpruned model's again, and `importance: taylor` accumulates the gradients its
+scores need. All read a few training batches (calibration).
+
+- Output contribution (Wanda-sp; Sun et al. 2024, An et al. 2024): a channel i feeding a Linear or
+  convolution W adds W[:, i] x_i to its output, whose size over the calibration data is
+  ||W[:, i]||_2 * ||x_i||_2. Weight magnitude alone (l1/l2) misses that a channel with large weights
+  can be nearly always zero (after a GELU), and vice versa: on all-MiniLM-L6-v2 with 25% of heads and
+  FFN neurons removed, the embeddings' cosine to the unpruned model before any fine-tuning is 0.70
+  with l1 and 0.83 with this score (BENCHMARKS.md).
+- Reconstruction (the least-squares "mask tuning" of Kwon et al. 2022, layer by layer as in
+  SparseGPT/OBC): each Linear whose inputs were pruned but whose outputs were not (a transformer's
+  attention output projection and FFN output, an MLP's last layer) gets the weights and bias that best
+  map its now narrower inputs to the unpruned model's outputs of the same layer, ridge-regularized,
+  solved in float64. Layers are refitted in the order the model registers them, each on inputs that
+  already pass through the refitted layers before it, so errors do not pile up. Padding tokens (a
+  batch's attention_mask) are left out of both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+from torch_pruning.pruner import function
+
+from frugalml.data.features import Features
+from frugalml.errors import ConfigError
+from frugalml.train.evaluate import eval_mode
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+RIDGE = 1e-2  # times the mean diagonal of X^T X: keeps the solve stable for channels that are rarely on
+
+
+def calibration_batches(data: Any, batches: int, seed: int, batch_size: int = 32) -> list[Any]:
+    """`batches` shuffled training inputs; token batches cut to their longest row."""
+    out = []
+    for i, (x, _) in enumerate(data.loader("train", batch_size=batch_size, shuffle=True, seed=seed)):
+        if i >= batches:
+            break
+        out.append(x.trimmed() if isinstance(x, Features) else x)
+    return out
+
+
+def _rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """A Linear layer's input as (rows, features); padding tokens dropped when the mask fits."""
+    if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+        return x[mask.bool()]
+    return x.reshape(-1, x.shape[-1])
+
+
+def _mask(x: Any) -> torch.Tensor | None:
+    return x.get("attention_mask") if isinstance(x, Features) else None
+
+
+def input_norms(model: nn.Module, batches: list[Any]) -> dict[nn.Module, torch.Tensor]:
+    """Sum of squares of every Linear's and convolution's inputs, per input channel."""
+    sq: dict[nn.Module, torch.Tensor] = {}
+    mask: list[torch.Tensor | None] = [None]
+
+    def hook(m: nn.Module, inp: tuple, _out: Any) -> None:
+        x = inp[0].detach().double()
+        s = _rows(x, mask[0]).pow(2).sum(0) if isinstance(m, nn.Linear) else \
+            x.pow(2).sum(dim=[d for d in range(x.dim()) if d != 1])
+        sq[m] = sq[m] + s if m in sq else s
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, *_CONV))]
+    device = next(model.parameters()).device
+    try:
+        with eval_mode(model), torch.no_grad():
+            for x in batches:
+                mask[0] = _mask(x)
+                model(x.to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {m: v.float() for m, v in sq.items()}
+
+
+def _column_norms(layer: nn.Module) -> torch.Tensor:
+    """||W[:, i]||_2 for every input channel i (a grouped conv's channel only feeds its own group)."""
+    w = layer.weight.detach()
+    if isinstance(layer, nn.Linear):
+        return w.pow(2).sum(0).sqrt()
+    g = layer.groups
+    per_group = w.reshape(g, w.shape[0] // g, w.shape[1], -1)  # (groups, out/group, in/group, k)
+    return per_group.pow(2).sum(dim=(1, 3)).reshape(-1).sqrt()
+
+
+class OutputContribution(tp.importance.GroupMagnitudeImportance):
+    """Channel i of a group scores the mean over the group's consumer layers of ||W[:, i]|| * ||x_i||
+    on the calibration data (`norms`, filled before each pruning step). A group with a channel that no
+    measured Linear or convolution reads (or whose channels never fire) falls back to L2 magnitude."""
+
+    def __init__(self) -> None:
+        super().__init__(p=2, group_reduction="mean", normalizer="mean")
+        self.norms: dict[nn.Module, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, group: Any) -> torch.Tensor | None:
+        n = len(group[0].idxs)  # the root's channels; a consumer may see each several times (flatten)
+        total = torch.zeros(n, dtype=torch.float64)
+        seen = torch.zeros(n, dtype=torch.float64)
+        for item in group:
+            layer, fn = item.dep.layer, item.dep.pruning_fn
+            if fn not in (function.prune_linear_in_channels, function.prune_conv_in_channels):
+                continue
+            sq = self.norms.get(layer)
+            if sq is None or any(r is None for r in item.root_idxs):
+                continue
+            score = (_column_norms(layer) * sq.to(layer.weight.device).sqrt())[item.idxs]
+            root = torch.as_tensor(item.root_idxs, dtype=torch.long)
+            total.scatter_add_(0, root, score.double().cpu())
+            seen.scatter_add_(0, root, torch.ones(len(root), dtype=torch.float64))
+        if not bool((seen > 0).all()) or float(total.sum()) <= 0:  # a channel nothing measured reads
+            return super().__call__(group)
+        return self._normalize((total / seen).float(), self.normalizer)
+
+
+def activation_stats(scorer: Any, model: nn.Module, batches: list[Any]) -> Callable[[], None]:
+    """Before each pruning step: measure the current model's inputs for `scorer` (an OutputContribution,
+    possibly wrapped)."""
+    inner = getattr(scorer, "inner", scorer)
+
+    def run() -> None:
+        inner.norms = input_norms(model, batches)
+
+    return run
+
+
+class _Stop(BaseException):
+    """Raised by a capture hook: nothing after the layer is needed (a BaseException, so a forward that
+    catches Exception does not swallow it)."""
+
+
+@contextmanager
+def _capture(layer: nn.Module, want: str, sink: list[torch.Tensor], mask: list[Any]) -> Iterator[None]:
+    def hook(_m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        sink.append(_rows((inp[0] if want == "in" else out).detach().double(), mask[0]))
+        raise _Stop
+
+    h = layer.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        h.remove()
+
+
+def _run_to(model: nn.Module, x: Any) -> None:
+    try:
+        model(x)
+    except _Stop:
+        pass
+
+
+def refittable(pruned: nn.Module, reference: nn.Module) -> list[str]:
+    """Linear layers that lost inputs and kept every output, in registration order."""
+    ref = dict(reference.named_modules())
+    return [n for n, m in pruned.named_modules() if isinstance(m, nn.Linear) and isinstance(ref.get(n), nn.Linear)
+            and m.in_features < ref[n].in_features and m.out_features == ref[n].out_features]
+
+
+@torch.no_grad()
+def refit(layer: nn.Linear, reference_layer: nn.Linear, pruned: nn.Module, reference: nn.Module,
+          batches: list[Any], ridge: float = RIDGE) -> dict[str, Any]:
+    """Least-squares weights for `layer` (in `pruned`) that map its inputs to `reference_layer`'s
+    outputs (in `reference`) on the same batches; returns the mean squared error before and after."""
+    device = layer.weight.device
+    bias = layer.bias is not None  # a layer without a bias stays without one (its artifact must still load)
+    n = layer.in_features + bias
+    gram = torch.zeros(n, n, dtype=torch.float64, device=device)
+    cross = torch.zeros(n, layer.out_features, dtype=torch.float64, device=device)
+    w0 = layer.weight.double().T
+    w0 = torch.cat([w0, layer.bias.double()[None]]) if bias else w0
+    before = y_sq = 0.0
+    rows = 0
+    mask: list[Any] = [None]
+    for x in batches:
+        mask[0] = _mask(x)
+        x = x.to(device)
+        xs: list[torch.Tensor] = []
+        ys: list[torch.Tensor] = []
+        with _capture(layer, "in", xs, mask):
+            _run_to(pruned, x)
+        with _capture(reference_layer, "out", ys, mask):
+            _run_to(reference, x)
+        if not xs or not ys:  # the forward never calls the layer (a fused fast path reads its weights)
+            return {"rows": 0, "refitted": False, "reason": "the forward does not call this layer"}
+        xa = torch.cat([xs[0], torch.ones(len(xs[0]), 1, dtype=torch.float64, device=device)], 1) if bias else xs[0]
+        gram += xa.T @ xa
+        cross += xa.T @ ys[0]
+        before += float((xa @ w0 - ys[0]).pow(2).sum())
+        y_sq += float(ys[0].pow(2).sum())
+        rows += len(xa)
+    eye = torch.eye(layer.in_features, dtype=torch.float64, device=device)
+    reg = ridge * gram.diagonal()[: layer.in_features].mean().clamp_min(1e-12)
+    gram[: layer.in_features, : layer.in_features] += reg * eye
+    w = torch.linalg.solve(gram, cross)
+    # ||XW - Y||^2 = tr(W^T G W) - 2 tr(W^T C) + ||Y||^2, from the sums (without the ridge term)
+    gram[: layer.in_features, : layer.in_features] -= reg * eye
+    after = float((w * (gram @ w)).sum() - 2 * (w * cross).sum()) + y_sq
+    width = layer.out_features * max(rows, 1)
+    if after >= before:  # never worse on the calibration data
+        return {"rows": rows, "mse_before": before / width, "mse_after": before / width, "refitted": False}
+    layer.weight.copy_(w[: layer.in_features].T.to(layer.weight.dtype))
+    if bias:
+        layer.bias.copy_(w[-1].to(layer.bias.dtype))
+    return {"rows": rows, "mse_before": before / width, "mse_after": max(after, 0.0) / width, "refitted": True}
+
+
+def reconstruct(pruned: nn.Module, reference: nn.Module, batches: list[Any]) -> dict[str, dict[str, Any]]:
+    """Refit every `refittable` layer of `pruned` to `reference`, in order; per layer its rows (tokens
+    or samples) and mean squared output error before and after."""
+    ref = dict(reference.named_modules())
+    mods = dict(pruned.named_modules())
+    report = {}
+    with eval_mode(pruned), eval_mode(reference):
+        for name in refittable(pruned, reference):
+            stats = refit(mods[name], ref[name], pruned, reference, batches)
+            report[name] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in stats.items()}
+    # only the first call of a layer the forward calls twice is seen; its refit serves every call
+    return report
+
+
+ZERO_LOSS = 1e-6  # below this the loss is rounding noise (1 - cosine of a model to its own outputs: ~1e-8)
+
+
+def taylor_grads(model: nn.Module, data: Any, batches: int, seed: int) -> Callable[[], None]:
+    """First-order Taylor importance needs dL/dw: accumulate a few training batches (eval mode, so
+    BN statistics are untouched)."""
+
+    from frugalml.measure.task import task_of
+
+    task = task_of(data)  # the data's own objective: cross-entropy, 1 - cosine to the reference, MSE
+
+    def run() -> None:
+        losses: list[float] = []
+        model.zero_grad(set_to_none=True)
+        was_training = model.training
+        model.eval()
+        try:
+            loader = data.loader("train", batch_size=64, shuffle=True, seed=seed)
+            for i, (x, y) in enumerate(loader):
+                if i >= batches:
+                    break
+                loss = task.loss(model(x), y)
+                loss.backward()
+                losses.append(float(loss.detach()))
+        finally:
+            model.train(was_training)
+        if losses and max(losses) < ZERO_LOSS:
+            raise ConfigError(
+                f"importance: taylor needs a loss with a gradient at this model, and the {task.name} task's loss "
+                f"is {max(losses):.1g} here (its targets are this model's own outputs); use importance: l1 or l2"
+            )
+
+    return run
