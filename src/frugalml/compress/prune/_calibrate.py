@@ -20,8 +20,7 @@ scores need. All read a few training batches (calibration).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -138,24 +137,25 @@ class _Stop(BaseException):
     catches Exception does not swallow it)."""
 
 
-@contextmanager
-def _capture(layer: nn.Module, want: str, sink: list[torch.Tensor], mask: list[Any]) -> Iterator[None]:
+@torch.no_grad()
+def _captured(model: nn.Module, layer: nn.Module, x: Any, want: str) -> torch.Tensor | None:
+    """`layer`'s input ("in") or output ("out") as float64 rows of real tokens, the forward stopped
+    right after it; None when the forward never calls it. A layer called twice is seen at its first call."""
+    got: list[torch.Tensor] = []
+    mask = _mask(x)
+
     def hook(_m: nn.Module, inp: tuple, out: torch.Tensor) -> None:
-        sink.append(_rows((inp[0] if want == "in" else out).detach().double(), mask[0]))
+        got.append(_rows((inp[0] if want == "in" else out).detach().double(), mask))
         raise _Stop
 
     h = layer.register_forward_hook(hook)
     try:
-        yield
-    finally:
-        h.remove()
-
-
-def _run_to(model: nn.Module, x: Any) -> None:
-    try:
         model(x)
     except _Stop:
         pass
+    finally:
+        h.remove()
+    return got[0] if got else None
 
 
 def refittable(pruned: nn.Module, reference: nn.Module) -> list[str]:
@@ -179,23 +179,16 @@ def refit(layer: nn.Linear, reference_layer: nn.Linear, pruned: nn.Module, refer
     w0 = torch.cat([w0, layer.bias.double()[None]]) if bias else w0
     before = y_sq = 0.0
     rows = 0
-    mask: list[Any] = [None]
     for x in batches:
-        mask[0] = _mask(x)
         x = x.to(device)
-        xs: list[torch.Tensor] = []
-        ys: list[torch.Tensor] = []
-        with _capture(layer, "in", xs, mask):
-            _run_to(pruned, x)
-        with _capture(reference_layer, "out", ys, mask):
-            _run_to(reference, x)
-        if not xs or not ys:  # the forward never calls the layer (a fused fast path reads its weights)
+        xs, ys = _captured(pruned, layer, x, "in"), _captured(reference, reference_layer, x, "out")
+        if xs is None or ys is None:  # the forward never calls the layer (a fused fast path reads its weights)
             return {"rows": 0, "refitted": False, "reason": "the forward does not call this layer"}
-        xa = torch.cat([xs[0], torch.ones(len(xs[0]), 1, dtype=torch.float64, device=device)], 1) if bias else xs[0]
+        xa = torch.cat([xs, torch.ones(len(xs), 1, dtype=torch.float64, device=device)], 1) if bias else xs
         gram += xa.T @ xa
-        cross += xa.T @ ys[0]
-        before += float((xa @ w0 - ys[0]).pow(2).sum())
-        y_sq += float(ys[0].pow(2).sum())
+        cross += xa.T @ ys
+        before += float((xa @ w0 - ys).pow(2).sum())
+        y_sq += float(ys.pow(2).sum())
         rows += len(xa)
     eye = torch.eye(layer.in_features, dtype=torch.float64, device=device)
     reg = ridge * gram.diagonal()[: layer.in_features].mean().clamp_min(1e-12)
@@ -223,7 +216,6 @@ def reconstruct(pruned: nn.Module, reference: nn.Module, batches: list[Any]) -> 
         for name in refittable(pruned, reference):
             stats = refit(mods[name], ref[name], pruned, reference, batches)
             report[name] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in stats.items()}
-    # only the first call of a layer the forward calls twice is seen; its refit serves every call
     return report
 
 

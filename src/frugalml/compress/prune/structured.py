@@ -154,20 +154,23 @@ def _prune_in_place(
     )
     calib = calibration_batches(data, cfg.calibration_batches, inputs.seed) \
         if cfg.importance == "activation" or cfg.reconstruct else []
-    grads = taylor_grads(model, data, cfg.taylor_batches, inputs.seed) if cfg.importance == "taylor" else \
-        activation_stats(pruner.scorer, model, calib) if cfg.importance == "activation" else None
+    before_step = None  # what an importance measures on data before each step
+    if cfg.importance == "taylor":
+        before_step = taylor_grads(model, data, cfg.taylor_batches, inputs.seed)
+    elif cfg.importance == "activation":
+        before_step = activation_stats(pruner.scorer, model, calib)
     lat0 = latency_b64(model, data, inputs.measure_config) if cfg.latency_budget_ms is not None else None
     epochs = cfg.finetune.epochs if cfg.finetune is not None else 0
     history = []
     for i in range(1, cfg.steps + 1):
         # refitted to the model as this step found it: after step 1, the fine-tuned one
-        unpruned = copy.deepcopy(model) if cfg.reconstruct else None
+        snapshot = copy.deepcopy(model) if cfg.reconstruct else None
         if cfg.budgeted:
-            _prune_to_budget(model, cfg, inputs, pruner, grads, macs0, lat0, i)
+            _prune_to_budget(model, cfg, inputs, pruner, before_step, macs0, lat0, i)
         else:
-            pruner.step(grads)
-        refitted = reconstruct(model, unpruned, calib) if unpruned is not None else None
-        unpruned = None  # not kept through the fine-tuning
+            pruner.step(before_step)
+        refitted = reconstruct(model, snapshot, calib) if snapshot is not None else None
+        del snapshot  # not kept through the fine-tuning
         if refitted is not None:
             log.info("prune step %d: refitted %d of %d layers by least squares (%s)", i,
                      sum(r["refitted"] for r in refitted.values()), len(refitted), _mse_summary(refitted))
@@ -220,7 +223,7 @@ def _mse_summary(refitted: dict[str, dict]) -> str:
 
 
 def _prune_to_budget(
-    model: nn.Module, cfg: StructuredPrune, inputs: PruneInputs, pruner: StructuredPruner, grads: Any,
+    model: nn.Module, cfg: StructuredPrune, inputs: PruneInputs, pruner: StructuredPruner, before_step: Any,
     macs0: int, lat0: float | None, step: int,
 ) -> None:
     """Prune in increments until this step's share of the MACs/latency budget is met."""
@@ -239,7 +242,7 @@ def _prune_to_budget(
 
     current = cost()
     while current > goal and not pruner.exhausted:
-        pruner.step(grads)
+        pruner.step(before_step)
         current = cost()
     if current > goal:
         what, target = ("macs_budget", cfg.macs_budget) if cfg.macs_budget is not None else (
