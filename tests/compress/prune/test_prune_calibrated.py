@@ -11,7 +11,14 @@ import torch
 import torch.nn as nn
 
 from frugalml.compress.prune import StructuredPrune, prune, prune_with_metrics
-from frugalml.compress.prune._calibrate import OutputContribution, input_norms, reconstruct, refit, refittable
+from frugalml.compress.prune._calibrate import (
+    OutputContribution,
+    input_norms,
+    reconstruct,
+    refit,
+    refittable,
+    residual_block,
+)
 from frugalml.models import list_models
 
 
@@ -139,6 +146,50 @@ def test_reconstruct_with_its_default_ridge_reduces_the_error_and_keeps_a_missin
         assert set(report) == {"1"}
         assert report["1"]["mse_after"] < report["1"]["mse_before"] / 50
     assert no_bias[1].bias is None  # the artifact's layout (no bias) is kept
+
+
+class _PostNormBlock(nn.Module):  # BERT's SelfOutput / Output
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.dense, self.LayerNorm, self.dropout = nn.Linear(width, 4), nn.LayerNorm(4), nn.Dropout(0.1)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+
+
+class _Residual(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.skip, self.up, self.out = nn.Linear(3, 4), nn.Linear(3, width), _PostNormBlock(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.up(x), self.skip(x))
+
+
+def test_refit_of_a_residual_projection_also_cancels_the_error_in_its_residual():
+    """The block computes LayerNorm(dense(h) + residual); the pruned model's residual is off (as after
+    earlier pruned layers), and only a target that makes up for it gives back the unpruned output."""
+    torch.manual_seed(0)
+    ref, pruned = _Residual(5).eval(), _Residual(3).eval()
+    with torch.no_grad():
+        ref.up.weight[3:] = ref.up.weight[:2]  # redundant copies, as in _redundant_pair
+        ref.up.bias[3:] = ref.up.bias[:2]
+        pruned.up.load_state_dict({"weight": ref.up.weight[:3], "bias": ref.up.bias[:3]})
+        pruned.skip.load_state_dict({"weight": ref.skip.weight + 0.3 * torch.randn(4, 3), "bias": ref.skip.bias})
+        pruned.out.dense.load_state_dict({"weight": ref.out.dense.weight[:, :3], "bias": ref.out.dense.bias})
+        pruned.out.LayerNorm.load_state_dict(ref.out.LayerNorm.state_dict())
+    batches = [torch.randn(64, 3) for _ in range(3)]
+    x = torch.cat(batches)
+    assert refittable(pruned, ref) == ["out.dense"]
+    assert residual_block(pruned, "out.dense") is pruned.out and residual_block(pruned, "up") is None
+    plain = copy.deepcopy(pruned)
+    stats = refit(pruned.out.dense, ref.out.dense, pruned, ref, batches, ridge=0.0, blocks=(pruned.out, ref.out))
+    refit(plain.out.dense, ref.out.dense, plain, ref, batches, ridge=0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), ref(x), atol=1e-4, rtol=1e-4)
+        assert (plain(x) - ref(x)).abs().max() > 0.05  # the dense outputs match, the residual error stays
+    assert stats["residual"] and stats["refitted"] and stats["mse_after"] < 1e-9
+    assert reconstruct(copy.deepcopy(plain), ref, batches)["out.dense"]["residual"]
 
 
 @pytest.mark.parametrize("importance", ["l1", "activation"])
