@@ -21,7 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given")
+FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
+           "low_self_confidence", "low_normalized_margin")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,11 @@ def _recipe(**stage) -> Recipe:
     })
 
 
-def test_finds_most_flipped_labels_and_reports_them(tmp_path):
-    results = run_recipe(_recipe(), tmp_path / "run")
+@pytest.mark.parametrize("filter_by", ["prune_by_noise_rate", "low_self_confidence"])
+def test_finds_most_flipped_labels_and_reports_them(tmp_path, filter_by):
+    results = run_recipe(_recipe(filter_by=filter_by), tmp_path / "run")
     li = results["stages"][1]["metrics"]["label_issues"]
+    assert li["filter_by"] == filter_by
     assert li["flipped"] == results["data"]["noisy_labels"] == round(0.1 * results["data"]["train"])
     assert li["recall"] >= 0.6 and li["precision"] >= 0.5
     assert li["retrained"]["samples"] == results["data"]["train"] - li["found"]
@@ -38,6 +40,28 @@ def test_finds_most_flipped_labels_and_reports_them(tmp_path):
     assert "accuracy-vs-labels.png" in report
     sizes = json.loads((tmp_path / "run" / "stages" / "clean" / "metrics.json").read_text())["size_bytes"]
     assert sizes < 20_000  # the issue list and image are not counted as the model's size
+
+
+def test_ranked_filters_flag_the_estimated_number_lowest_self_confidence_first():
+    np = pytest.importorskip("numpy")
+    from cleanlab.count import num_label_issues
+
+    from frugalml.datawise.label_issues import find_issues
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 300)
+    probs = np.full((300, 3), 0.05)
+    probs[np.arange(300), truth] = 0.9
+    probs += rng.uniform(0, 0.05, probs.shape)
+    probs /= probs.sum(1, keepdims=True)
+    labels = truth.copy()
+    flipped = rng.choice(300, 30, replace=False)
+    labels[flipped] = (truth[flipped] + 1) % 3
+    issues = find_issues(labels, probs, "low_self_confidence")
+    assert len(issues) == num_label_issues(labels, probs)
+    assert set(issues.tolist()) == set(flipped.tolist())  # every flip has the lowest self-confidence here
+    self_conf = probs[issues, labels[issues]]
+    assert (np.diff(self_conf) >= 0).all()  # most likely first
 
 
 def test_without_retraining_the_parent_passes_through(tmp_path):

@@ -42,8 +42,11 @@ class LabelIssuesStage(StageConfig):
     folds: int = Field(4, ge=2, le=20, description="cross-validation folds for out-of-fold probabilities")
     fold_epochs: int | None = Field(None, ge=1, description="epochs of each fold's model (default: train.epochs)")
     model: ModelConfig | None = None  # the folds' (and the retrained) architecture; default: the recipe's
-    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
-                       "predicted_neq_given"] = "prune_by_noise_rate"
+    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
+                       "low_self_confidence", "low_normalized_margin"] = Field(
+        "prune_by_noise_rate",
+        description="cleanlab's find_label_issues filter. low_self_confidence / low_normalized_margin: as many "
+        "issues as confident learning estimates, taken in order of that score (cleanlab's own ranking)")
     retrain: bool = Field(True, description="train a fresh model on the cleaned set (else: pass the parent on)")
     show: int = Field(32, ge=0, le=256, description="issues drawn in issues.png and listed in the report")
     train: TrainOverrides = TrainOverrides()  # type: ignore[valid-type]
