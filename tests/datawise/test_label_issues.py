@@ -42,7 +42,8 @@ def test_finds_most_flipped_labels_and_reports_them(tmp_path, filter_by):
     assert sizes < 20_000  # the issue list and image are not counted as the model's size
 
 
-def test_ranked_filters_flag_the_estimated_number_lowest_self_confidence_first():
+@pytest.mark.parametrize("filter_by", ["low_self_confidence", "low_normalized_margin"])
+def test_ranked_filters_flag_the_estimated_number_lowest_score_first(filter_by):
     np = pytest.importorskip("numpy")
     from cleanlab.count import num_label_issues
 
@@ -52,16 +53,18 @@ def test_ranked_filters_flag_the_estimated_number_lowest_self_confidence_first()
     truth = rng.integers(0, 3, 300)
     probs = np.full((300, 3), 0.05)
     probs[np.arange(300), truth] = 0.9
-    probs += rng.uniform(0, 0.05, probs.shape)
+    probs += rng.uniform(0, 0.005, probs.shape)  # distinct scores, every true class well above the others
     probs /= probs.sum(1, keepdims=True)
     labels = truth.copy()
     flipped = rng.choice(300, 30, replace=False)
     labels[flipped] = (truth[flipped] + 1) % 3
-    issues = find_issues(labels, probs, "low_self_confidence")
-    assert len(issues) == num_label_issues(labels, probs)
-    assert set(issues.tolist()) == set(flipped.tolist())  # every flip has the lowest self-confidence here
-    self_conf = probs[issues, labels[issues]]
-    assert (np.diff(self_conf) >= 0).all()  # most likely first
+    assert num_label_issues(labels, probs) == 30  # confident learning counts the flips exactly here
+    issues = find_issues(labels, probs, filter_by)
+    assert set(issues.tolist()) == set(flipped.tolist())
+    given = probs[issues, labels[issues]]
+    others = np.where(np.eye(3, dtype=bool)[labels[issues]], -1.0, probs[issues]).max(1)
+    score = given if filter_by == "low_self_confidence" else given - others
+    assert (np.diff(score) >= 0).all()  # most likely first, by the filter's own score
 
 
 def test_without_retraining_the_parent_passes_through(tmp_path):

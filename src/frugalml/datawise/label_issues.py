@@ -96,8 +96,9 @@ def find_issues(labels: np.ndarray, probs: np.ndarray, filter_by: str = "prune_b
     require_cleanlab()
     from cleanlab.filter import find_label_issues
 
+    ranked_by = "normalized_margin" if filter_by == "low_normalized_margin" else "self_confidence"
     return np.asarray(find_label_issues(labels, probs, filter_by=filter_by,
-                                        return_indices_ranked_by="self_confidence"), dtype=np.int64)
+                                        return_indices_ranked_by=ranked_by), dtype=np.int64)
 
 
 def issues_png(data: DataBundle, issues: np.ndarray, probs: np.ndarray, show: int) -> bytes:

@@ -13,6 +13,7 @@ import torch.nn as nn
 from frugalml.compress.prune import StructuredPrune, prune, prune_with_metrics
 from frugalml.compress.prune._calibrate import (
     OutputContribution,
+    computes_post_norm,
     input_norms,
     reconstruct,
     refit,
@@ -157,10 +158,15 @@ class _PostNormBlock(nn.Module):  # BERT's SelfOutput / Output
         return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
 
 
+class _NormThenAdd(_PostNormBlock):  # the same children, but the second argument is added after the norm
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return residual + self.LayerNorm(self.dense(hidden))
+
+
 class _Residual(nn.Module):
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, block: type = _PostNormBlock) -> None:
         super().__init__()
-        self.skip, self.up, self.out = nn.Linear(3, 4), nn.Linear(3, width), _PostNormBlock(width)
+        self.skip, self.up, self.out = nn.Linear(3, 4), nn.Linear(3, width), block(width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.up(x), self.skip(x))
@@ -190,6 +196,14 @@ def test_refit_of_a_residual_projection_also_cancels_the_error_in_its_residual()
         assert (plain(x) - ref(x)).abs().max() > 0.05  # the dense outputs match, the residual error stays
     assert stats["residual"] and stats["refitted"] and stats["mse_after"] < 1e-9
     assert reconstruct(copy.deepcopy(plain), ref, batches)["out.dense"]["residual"]
+    # children that look alike but another computation: checked on data, and refitted to the plain target
+    other_ref, other = _Residual(5, _NormThenAdd).eval(), _Residual(3, _NormThenAdd).eval()
+    other.load_state_dict(pruned.state_dict())
+    other_ref.load_state_dict(ref.state_dict())
+    assert residual_block(other_ref, "out.dense") is other_ref.out
+    assert computes_post_norm(ref, ref.out, ref.out.dense, x)
+    assert not computes_post_norm(other_ref, other_ref.out, other_ref.out.dense, x)
+    assert "residual" not in reconstruct(other, other_ref, batches)["out.dense"]
 
 
 @pytest.mark.parametrize("importance", ["l1", "activation"])

@@ -145,16 +145,50 @@ class _Stop(BaseException):
 
 
 def residual_block(model: nn.Module, name: str) -> nn.Module | None:
-    """The parent of layer `name` when it is a post-norm residual projection block (the layer, a
-    LayerNorm and dropout, nothing else), else None."""
-    parent_name, _, _ = name.rpartition(".")
+    """The parent of Linear layer `name` when it looks like a post-norm residual projection block (the
+    layer, one LayerNorm, dropout, nothing else), else None; `computes_post_norm` checks it on data."""
+    parent_name, _, leaf = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else None
-    if parent is None:
+    if parent is None or type(getattr(parent, leaf, None)) is not nn.Linear:
         return None
     kinds = [type(c) for c in parent.children()]
-    ok = kinds.count(nn.LayerNorm) == 1 and sum(k is nn.Linear for k in kinds) == 1 and \
+    ok = kinds.count(nn.LayerNorm) == 1 and kinds.count(nn.Linear) == 1 and \
         all(k in (nn.Linear, nn.LayerNorm, nn.Dropout) for k in kinds)
     return parent if ok else None
+
+
+@torch.no_grad()
+def computes_post_norm(model: nn.Module, block: nn.Module, layer: nn.Linear, x: Any) -> bool:
+    """Whether `block`, in `model`'s forward on `x` (eval mode), returns LayerNorm(layer(hidden) + its
+    second argument): only then is that argument a residual the refit target may correct for."""
+    seen: dict[str, torch.Tensor] = {}
+    norm = next(c for c in block.children() if isinstance(c, nn.LayerNorm))
+
+    def pre(_m: nn.Module, args: tuple) -> None:
+        if len(args) > 1 and torch.is_tensor(args[1]):
+            seen.setdefault("residual", args[1])
+
+    def out(key: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, _inp: tuple, y: Any) -> None:
+            seen.setdefault(key, y)
+            if key == "block":
+                raise _Stop
+        return hook
+
+    hooks = [block.register_forward_pre_hook(pre), layer.register_forward_hook(out("layer")),
+             block.register_forward_hook(out("block"))]
+    try:
+        model(x)
+    except _Stop:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    if not {"residual", "layer", "block"} <= set(seen) or not torch.is_tensor(seen["block"]) or \
+            seen["residual"].shape != seen["layer"].shape:
+        return False
+    expected = norm(seen["layer"] + seen["residual"])
+    return expected.shape == seen["block"].shape and torch.allclose(expected, seen["block"], rtol=1e-4, atol=1e-4)
 
 
 @torch.no_grad()
@@ -210,17 +244,17 @@ def refit(layer: nn.Linear, reference_layer: nn.Linear, pruned: nn.Module, refer
     w0 = torch.cat([w0, layer.bias.double()[None]]) if bias else w0
     before = y_sq = 0.0
     rows = 0
-    corrected = blocks is not None
     for x in batches:
         x = x.to(device)
         xs, res = _captured(pruned, layer, x, "in", blocks[0] if blocks else None)
         ys, ref_res = _captured(reference, reference_layer, x, "out", blocks[1] if blocks else None)
         if xs is None or ys is None:  # the forward never calls the layer (a fused fast path reads its weights)
             return {"rows": 0, "refitted": False, "reason": "the forward does not call this layer"}
-        if corrected and res is not None and ref_res is not None and res.shape == ref_res.shape == ys.shape:
+        if blocks is not None:
+            if res is None or ref_res is None or not res.shape == ref_res.shape == ys.shape:
+                return refit(layer, reference_layer, pruned, reference, batches, ridge) | \
+                    {"residual": False, "residual_reason": "a batch reached the block without a matching residual"}
             ys = ys + (ref_res - res)
-        else:
-            corrected = False
         xa = torch.cat([xs, torch.ones(len(xs), 1, dtype=torch.float64, device=device)], 1) if bias else xs
         gram += xa.T @ xa
         cross += xa.T @ ys
@@ -235,9 +269,7 @@ def refit(layer: nn.Linear, reference_layer: nn.Linear, pruned: nn.Module, refer
     gram[: layer.in_features, : layer.in_features] -= reg * eye
     after = float((w * (gram @ w)).sum() - 2 * (w * cross).sum()) + y_sq
     width = layer.out_features * max(rows, 1)
-    if blocks is not None and not corrected:  # a batch without a usable residual: fit the plain target
-        return refit(layer, reference_layer, pruned, reference, batches, ridge)
-    extra = {"residual": True} if corrected else {}
+    extra = {"residual": True} if blocks is not None else {}
     if after >= before:  # never worse on the calibration data
         return {"rows": rows, "mse_before": before / width, "mse_after": before / width, "refitted": False} | extra
     layer.weight.copy_(w[: layer.in_features].T.to(layer.weight.dtype))
@@ -249,14 +281,17 @@ def refit(layer: nn.Linear, reference_layer: nn.Linear, pruned: nn.Module, refer
 
 def reconstruct(pruned: nn.Module, reference: nn.Module, batches: list[Any]) -> dict[str, dict[str, Any]]:
     """Refit every `refittable` layer of `pruned` to `reference`, in order; per layer its rows (tokens
-    or samples) and mean squared output error before and after."""
+    or samples) and mean squared error to its target before and after (the target of a residual
+    block's layer includes the residual correction, so it also counts the error of earlier layers)."""
     ref = dict(reference.named_modules())
     mods = dict(pruned.named_modules())
     report = {}
     with eval_mode(pruned), eval_mode(reference):
         for name in refittable(pruned, reference):
             block, ref_block = residual_block(pruned, name), residual_block(reference, name)
-            blocks = (block, ref_block) if block is not None and ref_block is not None else None
+            post_norm = block is not None and ref_block is not None and bool(batches) and \
+                computes_post_norm(reference, ref_block, ref[name], batches[0].to(mods[name].weight.device))
+            blocks = (block, ref_block) if post_norm else None
             stats = refit(mods[name], ref[name], pruned, reference, batches, blocks=blocks)
             report[name] = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in stats.items()}
     return report

@@ -219,7 +219,7 @@ def _mse_summary(refitted: dict[str, dict]) -> str:
         return "none improved on the calibration data"
     before = sum(r["mse_before"] for r in done) / len(done)
     after = sum(r["mse_after"] for r in done) / len(done)
-    return f"mean output MSE {before:.4g} -> {after:.4g}"
+    return f"mean MSE to the targets {before:.4g} -> {after:.4g}"
 
 
 def _prune_to_budget(
