@@ -8,8 +8,9 @@ A config is an importance, `+reconstruct` for the refit to the unpruned model's 
 `-plain` to refit to the unpruned layer's outputs only (no residual correction in post-norm
 blocks, as before 2026-12-03). Quality is the data's task metric on the val split against the
 unpruned model (for embeddings: mean cosine). The model is the recipe's `model` as built (for
-hf: sources the pretrained weights); the training split's targets are not computed (pruning reads
-inputs only). Prints one row per config and the per-layer refit report as JSON.
+hf: sources the pretrained weights) or a trained `--artifact`; for embeddings the training split's
+targets are not computed (pruning reads inputs only). Prints one row per config and the per-layer
+refit report as JSON.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from unittest import mock
 
 import torch
 
+from frugalml import artifact
 from frugalml.compress.prune import StructuredPrune, _calibrate, prune_with_metrics
 from frugalml.data import load_data
 from frugalml.measure.task import outputs, task_of
@@ -37,13 +39,16 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, default=0.25)
     ap.add_argument("--configs", default="l1,activation,activation+reconstruct")
     ap.add_argument("--calibration-batches", type=int, default=32)
+    ap.add_argument("--artifact", help="prune this trained artifact (e.g. runs/fm-baseline/stages/baseline) "
+                    "instead of the recipe's model as built")
     args = ap.parse_args()
     recipe, _ = load_recipe(args.recipe)
     if recipe.measure.threads:
         torch.set_num_threads(recipe.measure.threads)
     data = load_data(recipe.data)
     spec = recipe.model.spec(data.input_shape, data.num_classes)
-    model = build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"], **spec["kwargs"]).eval()
+    model = artifact.load(args.artifact).eval() if args.artifact else \
+        build_model(spec["name"], tuple(spec["input_shape"]), spec["num_classes"], **spec["kwargs"]).eval()
     task = task_of(data)
     if task.name != "classification":  # reference targets: val from the unpruned model, the rest unused
         with eval_mode(model), torch.no_grad():
