@@ -21,8 +21,9 @@ scores need. All read a few training batches (calibration).
   SelfOutput and Output, RoBERTa's, MiniLM's), the parent computes LayerNorm(layer(hidden) + residual),
   and the residual reaching it in the pruned model already differs from the unpruned one's. The target
   is then the unpruned output plus that difference (reference residual - pruned residual), so the
-  refit also cancels the error of the layers before it: on all-MiniLM-L6-v2 at 25%, cosine 0.928 ->
-  0.933 before fine-tuning (BENCHMARKS.md).
+  refit also cancels the error of the layers before it: on all-MiniLM-L6-v2 at 25%, cosine 0.926 ->
+  0.933 before fine-tuning (benchmarks/prune_start_quality.py, BENCHMARKS.md). That the block computes
+  exactly this is checked on one calibration batch first (`computes_post_norm`).
 """
 
 from __future__ import annotations
