@@ -145,6 +145,17 @@ class _Stop(BaseException):
     catches Exception does not swallow it)."""
 
 
+def _run_hooked(model: nn.Module, x: Any, hooks: list[Any]) -> None:
+    """`model(x)` until a hook raises _Stop (or to the end); the hooks removed afterwards."""
+    try:
+        model(x)
+    except _Stop:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+
+
 def residual_block(model: nn.Module, name: str) -> nn.Module | None:
     """The parent of Linear layer `name` when it looks like a post-norm residual projection block (the
     layer, one LayerNorm, dropout, nothing else), else None; `computes_post_norm` checks it on data."""
@@ -176,15 +187,8 @@ def computes_post_norm(model: nn.Module, block: nn.Module, layer: nn.Linear, x: 
                 raise _Stop
         return hook
 
-    hooks = [block.register_forward_pre_hook(pre), layer.register_forward_hook(out("layer")),
-             block.register_forward_hook(out("block"))]
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        for h in hooks:
-            h.remove()
+    _run_hooked(model, x, [block.register_forward_pre_hook(pre), layer.register_forward_hook(out("layer")),
+                           block.register_forward_hook(out("block"))])
     if not {"residual", "layer", "block"} <= set(seen) or not torch.is_tensor(seen["block"]) or \
             seen["residual"].shape != seen["layer"].shape:
         return False
@@ -210,14 +214,7 @@ def _captured(model: nn.Module, layer: nn.Module, x: Any, want: str,
         got.append(_rows((inp[0] if want == "in" else out).detach().double(), mask))
         raise _Stop
 
-    hooks = [layer.register_forward_hook(hook)] + ([block.register_forward_pre_hook(pre)] if block else [])
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        for h in hooks:
-            h.remove()
+    _run_hooked(model, x, [layer.register_forward_hook(hook)] + ([block.register_forward_pre_hook(pre)] if block else []))
     return (got[0] if got else None), (residual[0] if residual else None)
 
 
