@@ -39,6 +39,9 @@ class DataConfig(NamedConfig):
     tokenizer: str | None = None
     max_length: int = Field(default=128, ge=2, le=8192)
     max_texts: int | None = Field(default=None, ge=3)
+    # what max_texts caps: `all` splits (the default), or only the `eval` pool that test and val are drawn
+    # from, every text beyond it joining train: more distillation text, the same test and val texts
+    max_texts_scope: Literal["all", "eval"] = "all"
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # text sources: the evaluation share of the texts
     # what quality means (frugalml.measure.task): default classification for labelled data, embedding for
     # unlabelled text (cosine and recall@10 against the first stage's model)

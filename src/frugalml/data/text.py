@@ -1,8 +1,9 @@
 """Real text as data: `fortunes` (Debian's `fortunes` package, ~17k short texts; `make data` installs it
 where apt works) and `text:FILE` (any UTF-8 file: one text per line, or `label<TAB>text` lines for a
 classification corpus). The texts are split into train (the calibration / distillation corpus), val
-and test (evaluation; `data.test_fraction`, `data.val_fraction`, at most `data.max_texts` texts read), then tokenized offline with the tokenizer of an `hf:` model source
-(`data.tokenizer`), padded to `data.max_length`: x is `Features(input_ids, attention_mask)`.
+and test (evaluation; `data.test_fraction`, `data.val_fraction`, at most `data.max_texts` texts read,
+or with `data.max_texts_scope: eval` that many for test and val and every other text for train), then
+tokenized offline with the tokenizer of an `hf:` model source (`data.tokenizer`), padded to `data.max_length`: x is `Features(input_ids, attention_mask)`.
 
 Unlabelled text has no targets of its own: its task is `embedding` (or `regression`) against the
 reference model, whose outputs become y once the run's first model exists (`measure.task`).
@@ -81,13 +82,16 @@ def _split(raw: RawText, cfg: DataConfig) -> dict[str, np.ndarray]:
     """Row indices of test, val and train: seeded, stratified when labelled."""
     n = len(raw.texts)
     y = np.asarray(raw.labels if raw.labels is not None else np.zeros(n), dtype=np.int64)
-    pool = np.arange(n)
+    pool, beyond = np.arange(n), np.zeros(0, np.int64)
     if cfg.max_texts is not None and cfg.max_texts < n:
-        pool, _ = stratified_take(y, cfg.max_texts, split_rng(cfg.seed, "limit"))
+        pool, beyond = stratified_take(y, cfg.max_texts, split_rng(cfg.seed, "limit"))
     test, rest = stratified_take(y[pool], int(round(cfg.test_fraction * len(pool))), split_rng(cfg.seed, "test"))
     rest_idx = pool[rest]
     val, train = stratified_take(y[rest_idx], int(round(cfg.val_fraction * len(rest_idx))), split_rng(cfg.seed, "val"))
-    return {"train": rest_idx[train], "val": rest_idx[val], "test": pool[test]}
+    train_idx = rest_idx[train]
+    if cfg.max_texts_scope == "eval":  # test and val as with the cap; the texts beyond it are training text
+        train_idx = np.concatenate([train_idx, beyond])
+    return {"train": train_idx, "val": rest_idx[val], "test": pool[test]}
 
 
 def load_text(raw: RawText, cfg: DataConfig) -> DataBundle:
