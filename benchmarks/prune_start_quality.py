@@ -3,6 +3,8 @@ one-shot with each importance, with and without least-squares reconstruction (is
 
     .venv/bin/python benchmarks/prune_start_quality.py recipes/minilm-fortunes.yaml --ratio 0.25 \\
         --configs l1,activation+reconstruct,activation+reconstruct-plain [--calibration-batches 32]
+    .venv/bin/python benchmarks/prune_start_quality.py recipes/fashion-mnist-baseline.yaml \
+        --artifact runs/fm-baseline/stages/baseline --macs-budget 0.5 --round-to 8 --configs l1,taylor,activation
 
 A config is an importance, `+reconstruct` for the refit to the unpruned model's outputs, and
 `-plain` to refit to the unpruned layer's outputs only (no residual correction in post-norm
@@ -37,6 +39,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("recipe")
     ap.add_argument("--ratio", type=float, default=0.25)
+    ap.add_argument("--macs-budget", type=float, help="prune to this share of the MACs instead of --ratio "
+                    "(channel counts rounded to --round-to, as the CNN recipes and frugal optimize do)")
+    ap.add_argument("--round-to", type=int)
     ap.add_argument("--configs", default="l1,activation,activation+reconstruct")
     ap.add_argument("--calibration-batches", type=int, default=32)
     ap.add_argument("--artifact", help="prune this trained artifact (e.g. runs/fm-baseline/stages/baseline) "
@@ -60,15 +65,16 @@ def main() -> None:
     reports = {}
     for config in args.configs.split(","):
         importance, _, rest = config.partition("+")
-        cfg = StructuredPrune(ratio=args.ratio, importance=importance, reconstruct=rest.startswith("reconstruct"),
-                              calibration_batches=args.calibration_batches)
+        amount = {"macs_budget": args.macs_budget} if args.macs_budget else {"ratio": args.ratio}
+        cfg = StructuredPrune(**amount, round_to=args.round_to, importance=importance,
+                              reconstruct=rest.startswith("reconstruct"), calibration_batches=args.calibration_batches)
         t0 = time.perf_counter()
         plain = mock.patch.object(_calibrate, "residual_block", lambda *_: None) if rest.endswith("-plain") \
             else contextlib.nullcontext()
         with plain:
             pruned, metrics = prune_with_metrics(copy.deepcopy(model), cfg, data, seed=recipe.seed)
         with eval_mode(pruned), torch.no_grad():
-            quality = float(task.evaluate(pruned, data.x_val, data.y_val, 0)["quality"])
+            quality = float(task.evaluate(pruned, data.x_val, data.y_val, data.num_classes)["quality"])
         print(f"| {config} | {quality:.4f} | {time.perf_counter() - t0:.0f} |", flush=True)
         reports[config] = metrics["steps"][0].get("reconstructed")
     print(json.dumps(reports))
