@@ -3,7 +3,8 @@ where apt works) and `text:FILE` (any UTF-8 file: one text per line, or `label<T
 classification corpus). The texts are split into train (the calibration / distillation corpus), val
 and test (evaluation; `data.test_fraction`, `data.val_fraction`, at most `data.max_texts` texts read,
 or with `data.max_texts_scope: eval` that many for test and val and every other text for train), then
-tokenized offline with the tokenizer of an `hf:` model source (`data.tokenizer`), padded to `data.max_length`: x is `Features(input_ids, attention_mask)`.
+tokenized offline with the tokenizer of an `hf:` model source (`data.tokenizer`), padded to
+`data.max_length`: x is `Features(input_ids, attention_mask)`.
 
 Unlabelled text has no targets of its own: its task is `embedding` (or `regression`) against the
 reference model, whose outputs become y once the run's first model exists (`measure.task`).
