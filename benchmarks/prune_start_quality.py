@@ -3,7 +3,7 @@ one-shot with each importance, with and without least-squares reconstruction (is
 
     .venv/bin/python benchmarks/prune_start_quality.py recipes/minilm-fortunes.yaml --ratio 0.25 \\
         --configs l1,activation+reconstruct,activation+reconstruct-plain [--calibration-batches 32]
-    .venv/bin/python benchmarks/prune_start_quality.py recipes/fashion-mnist-baseline.yaml \
+    .venv/bin/python benchmarks/prune_start_quality.py recipes/fashion-mnist-baseline.yaml \\
         --artifact runs/fm-baseline/stages/baseline --macs-budget 0.5 --round-to 8 --configs l1,taylor,activation
 
 A config is an importance, `+reconstruct` for the refit to the unpruned model's outputs, and

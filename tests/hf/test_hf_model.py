@@ -27,14 +27,16 @@ def test_max_texts_scope_eval_keeps_test_and_val_and_gives_every_other_text_to_t
     from frugalml.data import DataConfig, load_data
 
     def load(**kw):
-        return load_data(DataConfig(name=f"text:{corpus}", tokenizer=f"hf:{bert_dir}", max_length=16, max_texts=40, **kw))
+        cfg = DataConfig(name=f"text:{corpus}", tokenizer=f"hf:{bert_dir}", max_length=16, max_texts=40, **kw)
+        return load_data(cfg)
 
     capped, scoped = load(), load(max_texts_scope="eval")
     assert scoped.texts["test"] == capped.texts["test"] and scoped.texts["val"] == capped.texts["val"]
     assert set(capped.texts["train"]) < set(scoped.texts["train"])
     every = sorted(t for w in ("train", "val", "test") for t in scoped.texts[w])
     assert every == sorted(corpus.read_text().split("\n")[:-1])  # each of the 80 texts exactly once
-    assert len(scoped.x_train) == len(scoped.texts["train"]) == 80 - len(capped.texts["test"]) - len(capped.texts["val"])
+    held_out = len(capped.texts["test"]) + len(capped.texts["val"])
+    assert len(scoped.x_train) == len(scoped.texts["train"]) == 80 - held_out
 
 
 def test_encoder_matches_transformers_forward_with_padding(bert_dir, encoder, text_data):

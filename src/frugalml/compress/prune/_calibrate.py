@@ -214,7 +214,8 @@ def _captured(model: nn.Module, layer: nn.Module, x: Any, want: str,
         got.append(_rows((inp[0] if want == "in" else out).detach().double(), mask))
         raise _Stop
 
-    _run_hooked(model, x, [layer.register_forward_hook(hook)] + ([block.register_forward_pre_hook(pre)] if block else []))
+    hooks = [layer.register_forward_hook(hook)] + ([block.register_forward_pre_hook(pre)] if block else [])
+    _run_hooked(model, x, hooks)
     return (got[0] if got else None), (residual[0] if residual else None)
 
 
